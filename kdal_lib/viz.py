@@ -1,0 +1,76 @@
+"""Plot helpers that return matplotlib Figures, so notebook cells stay one line long."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+__all__ = ["plot_loss_curves", "plot_score_hist", "plot_roc", "plot_metric_bars"]
+
+
+def _fig(figsize=(5, 3.5), ncols=1):
+    fig = Figure(figsize=(figsize[0] * ncols, figsize[1]), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def plot_loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], title: str = "Training loss",
+                     logy: bool = False) -> Figure:
+    """One line per model (``{name: detector.history_}``), validation loss dashed when present."""
+    fig, (ax,) = _fig()
+    for i, (name, hist) in enumerate(histories.items()):
+        color = f"C{i}"
+        loss = np.asarray(hist.get("loss", []), dtype=float)
+        ax.plot(np.arange(1, len(loss) + 1), loss, "-o", ms=3, color=color, label=f"{name} train")
+        val = np.asarray(hist.get("val_loss", []), dtype=float)
+        if val.size and np.isfinite(val).any():
+            ax.plot(np.arange(1, len(val) + 1), val, "--", color=color, label=f"{name} validation")
+    ax.set(xlabel="epoch", ylabel="loss", title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_score_hist(scores, y_true, title: str = "Anomaly scores", bins: int = 50, threshold: float | None = None,
+                    ax=None) -> Figure:
+    """Histograms of the scores of normal (0) and anomalous (1) test samples."""
+    fig, (ax,) = _fig() if ax is None else (ax.figure, (ax,))
+    s, y = np.asarray(scores, dtype=float), np.asarray(y_true).ravel()
+    lo, hi = np.percentile(s, [0.5, 99.5])
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+    ax.hist(np.clip(s[y == 0], lo, hi), bins=edges, alpha=0.6, density=True, label=f"normal (n={int((y == 0).sum())})")
+    ax.hist(np.clip(s[y == 1], lo, hi), bins=edges, alpha=0.6, density=True, label=f"anomaly (n={int((y == 1).sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    ax.set(xlabel="score (higher = more anomalous)", ylabel="density", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_roc(y_true, scores_by_method: Mapping[str, np.ndarray], title: str = "ROC") -> Figure:
+    """ROC curves of several detectors on the same test set, AUROC in the legend."""
+    from .metrics import auroc
+
+    fig, (ax,) = _fig(figsize=(4.5, 4))
+    for name, s in scores_by_method.items():
+        fpr, tpr, _ = roc_curve(np.asarray(y_true).ravel(), np.asarray(s, dtype=float))
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y_true, s):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_metric_bars(summary, metric: str = "AUROC", by: str = "method", title: str | None = None) -> Figure:
+    """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars from :func:`kdal_lib.metrics.summarize`."""
+    fig, (ax,) = _fig(figsize=(max(4.0, 0.9 * len(summary)), 3.5))
+    names = [str(v) for v in summary[by]]
+    ax.bar(names, summary[f"{metric}_mean"], yerr=summary[f"{metric}_std"], capsize=4,
+           color=[f"C{i}" for i in range(len(names))])
+    ax.set(ylabel=metric, title=title or f"{metric} (mean ± std over seeds)")
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", rotation=20)
+    return fig
