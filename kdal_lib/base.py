@@ -7,7 +7,6 @@ scores; after ``fit``: ``decision_scores_``, ``threshold_``, ``labels_``, ``hist
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -200,7 +199,7 @@ class BaseDeepDetector(DetectorMixin):
                 save_checkpoint(ckpt, {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
                                        "extra": self._extra_state(), "history": self.history_,
                                        "generator": gen.get_state(), "epoch": epoch},
-                                {**fingerprint, "epoch": epoch})
+                                {"fingerprint": fingerprint, "params": self.get_params(), "epoch": epoch})
         self.model_.eval()
         self._after_fit(torch.from_numpy(X_fit))
         self._set_threshold(self.decision_function(X))
@@ -271,8 +270,7 @@ def load_or_fit(detector: BaseDeepDetector, X, path: str | Path | None):
         return detector.fit(X)
     X = check_features(X, "X")
     meta = read_metadata(path)
-    if meta is not None and meta.get("class") == type(detector).__name__ and \
-            _normalise(meta.get("fingerprint")) == _normalise(detector._fingerprint(X)):
+    if checkpoint_matches(path, detector._fingerprint(X)):
         loaded = type(detector).load(path, device=detector.device)
         loaded.verbose = detector.verbose
         log(f"loaded trained {type(detector).__name__} from {path}", detector.verbose, level=1)
@@ -280,7 +278,3 @@ def load_or_fit(detector: BaseDeepDetector, X, path: str | Path | None):
     detector.fit(X)
     detector.save(path)
     return detector
-
-
-def _normalise(obj):
-    return json.loads(json.dumps(obj, default=str))

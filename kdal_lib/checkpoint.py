@@ -69,9 +69,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"checkpoint {str(path)!r} could not be loaded safely (corrupt, or holds pickled objects): {exc}") from exc
 
 
-def checkpoint_matches(path: str | os.PathLike, params: Mapping[str, Any]) -> bool:
-    """True when a complete checkpoint exists at ``path`` whose recorded ``params`` equal ``params``."""
+def checkpoint_matches(path: str | os.PathLike, fingerprint: Mapping[str, Any]) -> bool:
+    """True when a complete checkpoint exists at ``path`` whose recorded ``fingerprint`` (class,
+    parameters, data shape) equals ``fingerprint``."""
     meta = read_metadata(path)
-    if meta is None:
+    if meta is None or "fingerprint" not in meta:
         return False
-    return json.loads(json.dumps(meta.get("params", {}), default=str)) == json.loads(json.dumps(dict(params), default=str))
+    return json.loads(json.dumps(meta["fingerprint"], default=str)) == json.loads(json.dumps(dict(fingerprint), default=str))
