@@ -10,11 +10,15 @@ def check_features(X, name: str = "X", ndim: int = 2, min_samples: int = 1) -> n
     """Return ``X`` as a float32 array after checking it is numeric, finite, non-empty and
     has ``ndim`` dimensions. Raises ValueError (TypeError for non-numeric data)."""
     if hasattr(X, "to_numpy"):  # pandas
-        if hasattr(X, "dtypes") and hasattr(X.dtypes, "__iter__"):
-            bad = [str(c) for c, t in zip(X.columns, X.dtypes) if not np.issubdtype(t, np.number) and t != bool]
+        if hasattr(X, "dtypes") and hasattr(X, "columns"):
+            from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+            bad = [str(c) for c, t in zip(X.columns, X.dtypes) if not (is_numeric_dtype(t) or is_bool_dtype(t))]
             if bad:
                 raise TypeError(f"{name} has non-numeric columns {bad}: encode them (e.g. one-hot) first")
-        X = X.to_numpy()
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            X = X.to_numpy()
     arr = np.asarray(X)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}: encode symbolic columns first")

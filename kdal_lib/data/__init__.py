@@ -1,0 +1,38 @@
+"""Data layer of kdal_lib: tabular anomaly-detection sets and the papers' split protocols."""
+from .tabular import (
+    KDD_COLUMNS,
+    KDD_SYMBOLIC,
+    KNOWN_SHA256,
+    PROTOCOLS,
+    SCALERS,
+    TabularTask,
+    file_sha256,
+    load_adbench_npz,
+    load_embedded,
+    load_kddcup99,
+    load_odds_mat,
+    load_task,
+    scale_task,
+    split_goad_half,
+    split_kdd,
+    split_stratified,
+)
+
+__all__ = [
+    "TabularTask",
+    "KNOWN_SHA256",
+    "KDD_COLUMNS",
+    "KDD_SYMBOLIC",
+    "PROTOCOLS",
+    "SCALERS",
+    "file_sha256",
+    "load_odds_mat",
+    "load_adbench_npz",
+    "load_kddcup99",
+    "load_embedded",
+    "split_goad_half",
+    "split_kdd",
+    "split_stratified",
+    "scale_task",
+    "load_task",
+]

@@ -1,0 +1,46 @@
+"""Shared pytest fixtures: the real data folder, an isolated cache folder, a headless matplotlib."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_shared_data() -> Path | None:
+    env = os.environ.get("KDAL_DATA")
+    if env:
+        p = Path(env).expanduser()
+        return p if p.is_dir() else None
+    p = (REPO / ".." / "shared" / "data").resolve()
+    return p if p.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data root: ``$KDAL_DATA`` if set, else ``<repo>/../shared/data``. Skips when it is
+    missing, but fails instead when ``KDAL_REQUIRE_DATA=1`` (CI), so real-data tests never
+    silently vanish."""
+    root = _find_shared_data()
+    if root is None:
+        msg = (
+            f"real data folder not found (KDAL_DATA={os.environ.get('KDAL_DATA')!r}, "
+            f"default {REPO.parent / 'shared' / 'data'})"
+        )
+        if os.environ.get("KDAL_REQUIRE_DATA") == "1":
+            pytest.fail(msg + " and KDAL_REQUIRE_DATA=1", pytrace=False)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch) -> Path:
+    """Point ``KDAL_CACHE`` at a fresh temporary folder so tests never touch ~/.cache."""
+    cache = tmp_path / "kdal_cache"
+    cache.mkdir()
+    monkeypatch.setenv("KDAL_CACHE", str(cache))
+    return cache
