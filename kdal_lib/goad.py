@@ -37,10 +37,13 @@ PAPER_PRESETS = {
 
 class _SharedNet(nn.Module):
     """f: a bias-free MLP applied to every transformed copy (the original's 1×1 Conv1d), plus a
-    head LeakyReLU → Linear(ndf → M) that predicts the transform. Optional decoder for GOAD+AE."""
+    head LeakyReLU → Linear(ndf → M) that predicts the transform. Optional decoder for GOAD+AE.
+    ``activated_features``: use LeakyReLU(f(·)) as the feature space, as the original effectively does."""
 
-    def __init__(self, n_features, n_transforms, transform_dim, hidden_dim, n_layers, slope, decoder, generator):
+    def __init__(self, n_features, n_transforms, transform_dim, hidden_dim, n_layers, slope, decoder, generator,
+                 activated_features=True):
         super().__init__()
+        self.activated_features = activated_features
         # the random affine maps W_m = W[:, m, :] (L × r, i.i.d. N(0, 1)), fixed for the model's
         # life; stored (L, M, r) so one matrix product transforms a batch; a buffer, so it is saved
         self.register_buffer("W", torch.randn(n_features, n_transforms, transform_dim, generator=generator))
@@ -52,7 +55,8 @@ class _SharedNet(nn.Module):
             layers.append(nn.Linear(width_in, hidden_dim, bias=False))
             width_in = hidden_dim
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.LeakyReLU(slope), nn.Linear(hidden_dim, n_transforms))
+        self.act = nn.LeakyReLU(slope)
+        self.head = nn.Linear(hidden_dim, n_transforms)
         self.decoder = (nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(slope),
                                       nn.Linear(hidden_dim, transform_dim)) if decoder else None)
         for m in self.modules():
@@ -68,8 +72,12 @@ class _SharedNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         tx = self.transform(x)
-        z = self.trunk(tx)                      # (B, M, ndf)
-        logits = self.head(z)                   # (B, M, M)
+        h = self.trunk(tx)                      # (B, M, ndf)
+        a = self.act(h)
+        # the original's head starts with an in-place LeakyReLU, which also rewrites the trunk
+        # output it returns: its triplet-centre features and centres are LeakyReLU(f(T_m x))
+        z = a if self.activated_features else h
+        logits = self.head(a)                   # (B, M, M)
         recon = self.decoder(z) if self.decoder is not None else None
         return tx, z, logits, recon
 
@@ -94,12 +102,18 @@ class GOAD(BaseDeepDetector):
     centres : ``"train_mean"`` (paper: mean of f(T_m x) over the training set after training) or
         ``"epoch_average"`` (original code: average of the batch means over the last epoch).
     recon_weight : weight of the reconstruction loss (0 = plain GOAD; >0 = the GOAD+AE variant).
+    activated_features : the feature space of the triplet-centre loss and the score. ``True`` (as the
+        original code behaves): LeakyReLU(f(T_m x)), because the original head's *in-place*
+        LeakyReLU overwrites the trunk output it also returns. ``False``: the raw trunk output, as
+        the paper's text reads; with the one-layer linear f of Thyroid/Arrhythmia and zero-mean
+        data all centres then collapse to f(0) = 0 and the score becomes uninformative.
     betas : Adam betas (original: (0.5, 0.999)).
     """
 
     def __init__(self, n_transforms: int = 256, transform_dim: int = 32, hidden_dim: int = 8, n_layers: int = 1,
                  lmbda: float = 0.1, margin: float = 1.0, eps: float = 0.0, centres: str = "train_mean",
-                 recon_weight: float = 0.0, leaky_slope: float = 0.2, betas: tuple = (0.5, 0.999),
+                 recon_weight: float = 0.0, leaky_slope: float = 0.2, activated_features: bool = True,
+                 betas: tuple = (0.5, 0.999),
                  epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                  contamination: float = 0.1, validation_fraction: float = 0.0, device: str = "auto",
                  random_state: int = 0, verbose: int = 0, checkpoint_dir: str | None = None):
@@ -116,6 +130,7 @@ class GOAD(BaseDeepDetector):
         self.centres = centres
         self.recon_weight = recon_weight
         self.leaky_slope = leaky_slope
+        self.activated_features = activated_features
         self.betas = betas
 
     @classmethod
@@ -142,7 +157,7 @@ class GOAD(BaseDeepDetector):
         gen = torch.Generator().manual_seed(self.random_state)
         self.centres_ = torch.zeros(self.n_transforms, self.hidden_dim)
         return _SharedNet(n_features, self.n_transforms, self.transform_dim, self.hidden_dim, self.n_layers,
-                          self.leaky_slope, self.recon_weight > 0, gen)
+                          self.leaky_slope, self.recon_weight > 0, gen, self.activated_features)
 
     def _make_optimizer(self):
         return torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=tuple(self.betas),
@@ -219,13 +234,15 @@ class GOADAE(GOAD):
 
     def __init__(self, n_transforms: int = 256, transform_dim: int = 32, hidden_dim: int = 8, n_layers: int = 1,
                  lmbda: float = 0.1, margin: float = 1.0, eps: float = 0.0, centres: str = "train_mean",
-                 recon_weight: float = 1.0, leaky_slope: float = 0.2, betas: tuple = (0.5, 0.999),
+                 recon_weight: float = 1.0, leaky_slope: float = 0.2, activated_features: bool = True,
+                 betas: tuple = (0.5, 0.999),
                  epochs: int = 1, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                  contamination: float = 0.1, validation_fraction: float = 0.0, device: str = "auto",
                  random_state: int = 0, verbose: int = 0, checkpoint_dir: str | None = None):
         super().__init__(n_transforms=n_transforms, transform_dim=transform_dim, hidden_dim=hidden_dim,
                          n_layers=n_layers, lmbda=lmbda, margin=margin, eps=eps, centres=centres,
-                         recon_weight=recon_weight, leaky_slope=leaky_slope, betas=betas, epochs=epochs,
+                         recon_weight=recon_weight, leaky_slope=leaky_slope,
+                         activated_features=activated_features, betas=betas, epochs=epochs,
                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, contamination=contamination,
                          validation_fraction=validation_fraction, device=device, random_state=random_state,
                          verbose=verbose, checkpoint_dir=checkpoint_dir)
