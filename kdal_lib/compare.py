@@ -16,7 +16,7 @@ from .base import BaseDeepDetector, load_or_fit
 from .metrics import evaluate_scores, summarize
 from .utils import log, progress
 
-__all__ = ["Comparison", "compare_detectors"]
+__all__ = ["Comparison", "compare_detectors", "paper_table"]
 
 
 @dataclass
@@ -41,6 +41,23 @@ class Comparison:
         for m in metrics:
             out[m] = [f"{mu:.{digits}f} ± {sd:.{digits}f}" for mu, sd in zip(s[f"{m}_mean"], s[f"{m}_std"])]
         return out.reset_index(drop=True)
+
+    def verdict(self, metric: str = "AUROC", focus: Sequence[str] = ()) -> str:
+        """Plain-language ranking by ``metric`` (mean over seeds); differences smaller than the
+        seeds' spread are called ties, so the text never over-claims."""
+        s = self.summary([metric]).sort_values(f"{metric}_mean", ascending=False).reset_index(drop=True)
+        best = s.iloc[0]
+        lines = [f"Best {metric}: {best['method']} ({best[f'{metric}_mean']:.3f} ± {best[f'{metric}_std']:.3f}, "
+                 f"{int(best['n_seeds'])} seed(s))."]
+        for name in focus:
+            if name not in set(s["method"]) or name == best["method"]:
+                continue
+            row = s[s["method"] == name].iloc[0]
+            gap = best[f"{metric}_mean"] - row[f"{metric}_mean"]
+            spread = max(best[f"{metric}_std"], row[f"{metric}_std"])
+            word = "ties with" if gap <= spread else "trails"
+            lines.append(f"{name} {word} {best['method']} by {gap:.3f} {metric} (seed spread {spread:.3f}).")
+        return " ".join(lines)
 
 
 def compare_detectors(task, factories: Mapping[str, Callable[[int], object]], seeds: Sequence[int],
@@ -75,3 +92,24 @@ def compare_detectors(task, factories: Mapping[str, Callable[[int], object]], se
             result.scores[name] = scores
             result.detectors[name] = det
     return result
+
+
+def paper_table(comparison: Comparison, paper: Mapping[str, Mapping[str, tuple]], metric: str = "F1_oracle",
+                scale: float = 100.0):
+    """Our ``metric`` (×``scale``) beside the paper's figures for the methods and data sets both have.
+    ``paper`` maps method → dataset → (mean, std or None)."""
+    import pandas as pd
+
+    rows = []
+    summary = comparison.summary([metric])
+    for _, r in summary.iterrows():
+        for paper_method, by_data in paper.items():
+            ours_name = {"OC-SVM": "OCSVM"}.get(paper_method, paper_method)
+            if r["method"] != ours_name or r["dataset"] not in by_data:
+                continue
+            mu, sd = by_data[r["dataset"]]
+            rows.append({"dataset": r["dataset"], "method": r["method"],
+                         f"paper {metric}": f"{mu:.1f}" + (f" ± {sd:.1f}" if sd is not None else ""),
+                         f"ours {metric}": f"{scale * r[f'{metric}_mean']:.1f} ± {scale * r[f'{metric}_std']:.1f}",
+                         "ours ≥ paper": bool(scale * r[f"{metric}_mean"] >= mu)})
+    return pd.DataFrame(rows)

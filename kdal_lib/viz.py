@@ -7,7 +7,24 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-__all__ = ["plot_loss_curves", "plot_score_hist", "plot_roc", "plot_metric_bars"]
+
+
+def _register_ipython_png() -> None:
+    """Show the Figures these helpers return as PNG in Jupyter without pyplot (so a figure is
+    drawn once, where a cell returns it, and never twice)."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:  # plain Python: nothing to register
+        return
+    ip = get_ipython()
+    if ip is not None:
+        ip.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: print_figure(fig, "png", dpi=100))
+
+
+_register_ipython_png()
+
+__all__ = ["plot_loss_curves", "plot_score_hist", "plot_score_grid", "plot_roc", "plot_metric_bars"]
 
 
 def _fig(figsize=(5, 3.5), ncols=1):
@@ -46,6 +63,7 @@ def plot_score_hist(scores, y_true, title: str = "Anomaly scores", bins: int = 5
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
     ax.set(xlabel="score (higher = more anomalous)", ylabel="density", title=title)
+    ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4))
     ax.legend(fontsize=8)
     return fig
 
@@ -73,4 +91,17 @@ def plot_metric_bars(summary, metric: str = "AUROC", by: str = "method", title: 
     ax.set(ylabel=metric, title=title or f"{metric} (mean ± std over seeds)")
     ax.set_ylim(0, 1.05)
     ax.tick_params(axis="x", rotation=20)
+    return fig
+
+
+def plot_score_grid(y_true, scores_by_method: Mapping[str, np.ndarray], ncols: int = 3) -> Figure:
+    """One normal-vs-anomaly score histogram per method, in a grid."""
+    names = list(scores_by_method)
+    nrows = int(np.ceil(len(names) / ncols))
+    fig = Figure(figsize=(4 * min(ncols, len(names)), 3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, min(ncols, len(names)), squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        plot_score_hist(scores_by_method[name], y_true, title=name, bins=40, ax=ax)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
     return fig
