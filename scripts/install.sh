@@ -17,19 +17,6 @@ $PIP install -q --upgrade pip wheel setuptools
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
 $PIP install -q -e ".[notebooks,test]"
 
-if "$VENV/bin/python" -c "import MulticoreTSNE" 2>/dev/null; then
-    echo "[install] MulticoreTSNE already installed"
-else
-    echo "[install] building MulticoreTSNE (cmake args via DIST_EXTRA_CONFIG)"
-    $PIP install -q "cmake>=3.20,<4"
-    cfg=$(mktemp --suffix=.cfg)
-    printf '[build_ext]\ncmake_args=-DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_POLICY_VERSION_MINIMUM=3.5\n' > "$cfg"
-    if PATH="$PWD/$VENV/bin:$PATH" DIST_EXTRA_CONFIG="$cfg" $PIP install -q --no-build-isolation "MulticoreTSNE==0.1"; then
-        echo "[install] MulticoreTSNE built"
-    else
-        echo "[install] WARNING: MulticoreTSNE did not build; t-SNE plots will use scikit-learn's TSNE (the figures say which ran)"
-    fi
-    rm -f "$cfg"
-fi
+bash scripts/install_tsne.sh "$VENV/bin/python"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kdal-lab)" >/dev/null
 echo "[install] done: $("$VENV/bin/python" -c 'import kdal_lib, torch; print("kdal_lib", kdal_lib.__version__, "torch", torch.__version__)')"
