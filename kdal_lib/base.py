@@ -77,6 +77,9 @@ class BaseDeepDetector(DetectorMixin):
     loss curve; it is never used to look at anomaly labels.
     """
 
+    #: dimensions of one input array: 2 for tabular (N, d), 4 for images (N, C, H, W)
+    input_ndim = 2
+
     def __init__(self, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                  contamination: float = 0.1, validation_fraction: float = 0.0, device: str = "auto",
                  random_state: int = 0, verbose: int = 0, checkpoint_dir: str | None = None):
@@ -103,6 +106,10 @@ class BaseDeepDetector(DetectorMixin):
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _make_scheduler(self):
+        """An LR scheduler stepped once per epoch, or None."""
+        return None
 
     def _on_epoch_start(self, epoch: int) -> None:
         pass
@@ -136,7 +143,7 @@ class BaseDeepDetector(DetectorMixin):
     def fit(self, X, y=None):
         """Train on ``X`` (normal data, or unlabelled data with few anomalies). ``y`` is ignored."""
         self._check_params()
-        X = check_features(X, "X", min_samples=2)
+        X = check_features(X, "X", ndim=self.input_ndim, min_samples=2)
         self.device_ = resolve_device(self.device)
         seed_everything(self.random_state)
         gen = torch.Generator().manual_seed(self.random_state)
@@ -150,6 +157,7 @@ class BaseDeepDetector(DetectorMixin):
         self.n_features_in_ = X.shape[1]
         self.model_ = self._build(self.n_features_in_).to(self.device_)
         self.optimizer_ = self._make_optimizer()
+        self.scheduler_ = self._make_scheduler()
         self.history_ = {"loss": [], "val_loss": [], "epoch_seconds": []}
         start_epoch = 0
 
@@ -160,6 +168,8 @@ class BaseDeepDetector(DetectorMixin):
             state = load_checkpoint(ckpt, map_location=self.device_)
             self.model_.load_state_dict(state["model"])
             self.optimizer_.load_state_dict(state["optimizer"])
+            if self.scheduler_ is not None and "scheduler" in state:
+                self.scheduler_.load_state_dict(state["scheduler"])
             self._load_extra_state(state.get("extra", {}))
             self.history_ = {k: list(v) for k, v in state["history"].items()}
             gen.set_state(state["generator"])
@@ -173,6 +183,7 @@ class BaseDeepDetector(DetectorMixin):
         for epoch in bar:
             t0 = time.perf_counter()
             self.model_.train()
+            self.epoch_ = epoch
             self._on_epoch_start(epoch)
             order = torch.randperm(Xt.shape[0], generator=gen)
             total, count = 0.0, 0
@@ -188,6 +199,8 @@ class BaseDeepDetector(DetectorMixin):
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"{type(self).__name__}: training loss became {train_loss} at epoch {epoch}; "
                                          "lower lr or check input scaling")
+            if self.scheduler_ is not None:
+                self.scheduler_.step()
             self.history_["loss"].append(train_loss)
             self.history_["val_loss"].append(self._eval_loss(Xv) if Xv is not None else float("nan"))
             self.history_["epoch_seconds"].append(time.perf_counter() - t0)
@@ -196,8 +209,9 @@ class BaseDeepDetector(DetectorMixin):
             log(f"epoch {epoch + 1}/{self.epochs} loss {train_loss:.5f} val {self.history_['val_loss'][-1]:.5f}",
                 self.verbose)
             if ckpt is not None:
+                sched = {"scheduler": self.scheduler_.state_dict()} if self.scheduler_ is not None else {}
                 save_checkpoint(ckpt, {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
-                                       "extra": self._extra_state(), "history": self.history_,
+                                       **sched, "extra": self._extra_state(), "history": self.history_,
                                        "generator": gen.get_state(), "epoch": epoch},
                                 {"fingerprint": fingerprint, "params": self.get_params(), "epoch": epoch})
         self.model_.eval()
@@ -219,7 +233,7 @@ class BaseDeepDetector(DetectorMixin):
         """Anomaly score per row; higher = more anomalous."""
         if not hasattr(self, "model_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(X) first")
-        X = check_features(X, "X")
+        X = check_features(X, "X", ndim=self.input_ndim)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the detector was fitted on {self.n_features_in_}")
         self.model_.eval()
@@ -252,10 +266,10 @@ class BaseDeepDetector(DetectorMixin):
         det.device_ = resolve_device(device)
         state = load_checkpoint(path, map_location=det.device_)
         det.n_features_in_ = int(state["n_features"])
+        det._load_extra_state(state["extra"])  # before _build: the network may depend on it
         det.model_ = det._build(det.n_features_in_).to(det.device_)
         det.model_.load_state_dict(state["model"])
         det.model_.eval()
-        det._load_extra_state(state["extra"])
         det.history_ = state["history"]
         det.decision_scores_ = state["decision_scores"].numpy()
         det.threshold_ = float(state["threshold"])

@@ -202,7 +202,6 @@ class GOAD(BaseDeepDetector):
 
     def _build(self, n_features: int) -> nn.Module:
         gen = torch.Generator().manual_seed(self.random_state)
-        self.centres_ = torch.zeros(self.n_transforms, self.hidden_dim)
         return _SharedNet(n_features, self.n_transforms, self.transform_dim, self.hidden_dim, self.n_layers,
                           self.leaky_slope, self.recon_weight > 0, gen, self.activated_features)
 
@@ -267,7 +266,7 @@ class GOAD(BaseDeepDetector):
         return super().decision_function(X, batch_size=batch_size)
 
     def _extra_state(self) -> dict:
-        return {"centres": self.centres_.cpu()}
+        return {"centres": self.centres_.cpu()} if hasattr(self, "centres_") else {}
 
     def _load_extra_state(self, state: dict) -> None:
         if "centres" in state:
