@@ -36,3 +36,48 @@ __all__ = [
     "scale_task",
     "load_task",
 ]
+
+# image data (notebooks 02-06)
+from .images import (  # noqa: E402
+    DATA_SOURCES,
+    IMAGE_EXTENSIONS,
+    ImageSet,
+    ImageTask,
+    detect_layout,
+    load_asal_layout,
+    load_image_task,
+    load_mvtec,
+    load_mvtec_loco,
+    load_texture_folder,
+    make_asal_layout,
+    read_image,
+    read_mask,
+)
+from .defects import (  # noqa: E402
+    DEFECT_KINDS,
+    EMBEDDED_CATEGORIES,
+    load_embedded_textures,
+    render_defect,
+    texture_photo,
+)
+
+__all__ += [
+    "ImageSet",
+    "ImageTask",
+    "IMAGE_EXTENSIONS",
+    "DATA_SOURCES",
+    "read_image",
+    "read_mask",
+    "load_mvtec",
+    "load_mvtec_loco",
+    "load_asal_layout",
+    "make_asal_layout",
+    "load_texture_folder",
+    "detect_layout",
+    "load_image_task",
+    "EMBEDDED_CATEGORIES",
+    "DEFECT_KINDS",
+    "render_defect",
+    "texture_photo",
+    "load_embedded_textures",
+]
