@@ -420,3 +420,16 @@ def test_bad_input_errors(tmp_path):
         load_image_task("mvtec", "bottle", data_dir=tmp_path)
     with pytest.raises(ValueError, match="channels must be 1"):
         load_image_task(bad / "widget", channels=2)
+
+
+def test_merge_and_split_matches_the_layout_writer(tmp_path, tmp_cache):
+    from kdal_lib.data import load_asal_layout, load_embedded_textures, make_asal_layout, merge_and_split
+
+    task = load_embedded_textures("brick", image_size=16, n_train=20, n_test_good=10, n_test_defect=10)
+    pool, test = merge_and_split(task, test_fraction=0.2, random_state=3)
+    assert (len(pool), len(test)) == (32, 8)
+    assert int(test.labels.sum()) == 2 and int(pool.labels.sum()) == 8  # 20 % of each label
+    assert not set(pool.paths) & set(test.paths)
+    make_asal_layout(task, tmp_path, "brick", test_fraction=0.2, random_state=3)
+    disk = load_asal_layout(tmp_path, "brick", image_size=16, channels=1)
+    assert (len(disk.train), int(disk.train.labels.sum())) == (len(pool), int(pool.labels.sum()))

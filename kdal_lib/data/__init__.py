@@ -50,6 +50,7 @@ from .images import (  # noqa: E402
     load_mvtec_loco,
     load_texture_folder,
     make_asal_layout,
+    merge_and_split,
     read_image,
     read_mask,
 )
@@ -72,6 +73,7 @@ __all__ += [
     "load_mvtec_loco",
     "load_asal_layout",
     "make_asal_layout",
+    "merge_and_split",
     "load_texture_folder",
     "detect_layout",
     "load_image_task",

@@ -562,6 +562,43 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
 
 
+def _merge_and_mark_test(task_or_sets, test_fraction: float, random_state: int):
+    if isinstance(task_or_sets, ImageTask):
+        parts = [task_or_sets.train, task_or_sets.test]
+    elif isinstance(task_or_sets, ImageSet):
+        parts = [task_or_sets]
+    else:
+        parts = list(task_or_sets)
+        if not parts or not all(isinstance(p, ImageSet) for p in parts):
+            raise TypeError("task_or_sets must be an ImageTask, an ImageSet or a list of ImageSets")
+    if not (0.0 < float(test_fraction) < 1.0):
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    merged = concat_sets(parts)
+    if len(merged) == 0:
+        raise ValueError("no images to split")
+    rng = np.random.default_rng(random_state)
+    is_test = np.zeros(len(merged), bool)
+    for lab in (0, 1):
+        idx = np.flatnonzero(merged.labels == lab)
+        if idx.size == 0:
+            continue
+        n_test = int(round(float(test_fraction) * idx.size))
+        is_test[rng.permutation(idx)[:n_test]] = True
+    return merged, is_test
+
+
+def merge_and_split(task_or_sets, test_fraction: float = 0.2, random_state: int = 0) -> tuple[ImageSet, ImageSet]:
+    """The ASAL seed's protocol in memory: merge an ImageTask's train and test (or the given
+    ImageSets) and re-split them stratified by label, ``round(test_fraction * n_label)`` of each
+    label to the test part (seeded). Returns ``(pool, test)``; the pool is the unlabelled set
+    active learning queries, the test part is for evaluation only. :func:`make_asal_layout` writes
+    the same split to disk."""
+    merged, is_test = _merge_and_mark_test(task_or_sets, test_fraction, random_state)
+    pool, test = merged.subset(np.flatnonzero(~is_test)), merged.subset(np.flatnonzero(is_test))
+    pool.name, test.name = f"{merged.name}_pool", f"{merged.name}_test"
+    return pool, test
+
+
 def make_asal_layout(task_or_sets, out_root, class_name: str, test_fraction: float = 0.2, random_state: int = 0,
                      overwrite: bool = False) -> Path:
     """Write the ASAL seed's layout ``<out_root>/<class_name>/{train,test}/{good,anomaly}/<name>.png``.
@@ -575,36 +612,15 @@ def make_asal_layout(task_or_sets, out_root, class_name: str, test_fraction: flo
     path and defect type. Returns the class folder."""
     from PIL import Image
 
-    if isinstance(task_or_sets, ImageTask):
-        parts = [task_or_sets.train, task_or_sets.test]
-    elif isinstance(task_or_sets, ImageSet):
-        parts = [task_or_sets]
-    else:
-        parts = list(task_or_sets)
-        if not parts or not all(isinstance(p, ImageSet) for p in parts):
-            raise TypeError("task_or_sets must be an ImageTask, an ImageSet or a list of ImageSets")
-    if not (0.0 < float(test_fraction) < 1.0):
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if not class_name or "/" in class_name or "\\" in class_name or class_name in (".", ".."):
         raise ValueError(f"class_name must be a plain folder name, got {class_name!r}")
-    merged = concat_sets(parts)
-    if len(merged) == 0:
-        raise ValueError("no images to write")
+    merged, is_test = _merge_and_mark_test(task_or_sets, test_fraction, random_state)
     out_root = Path(out_root).expanduser()
     target = out_root / class_name
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"class folder {target} already exists and is not empty: pass overwrite=True to replace it")
-
-    rng = np.random.default_rng(random_state)
-    is_test = np.zeros(len(merged), bool)
-    for lab in (0, 1):
-        idx = np.flatnonzero(merged.labels == lab)
-        if idx.size == 0:
-            continue
-        n_test = int(round(float(test_fraction) * idx.size))
-        is_test[rng.permutation(idx)[:n_test]] = True
 
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{class_name}.tmp-"))
