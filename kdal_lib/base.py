@@ -282,8 +282,7 @@ def load_or_fit(detector: BaseDeepDetector, X, path: str | Path | None):
     same parameters on data of the same shape; otherwise fit and save it. ``path=None`` just fits."""
     if path is None:
         return detector.fit(X)
-    X = check_features(X, "X")
-    meta = read_metadata(path)
+    X = check_features(X, "X", ndim=detector.input_ndim)
     if checkpoint_matches(path, detector._fingerprint(X)):
         loaded = type(detector).load(path, device=detector.device)
         loaded.verbose = detector.verbose

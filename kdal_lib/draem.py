@@ -30,7 +30,8 @@ from .validation import check_features, check_param
 
 __all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_textures", "AnomalySynthesizer",
            "ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "ssim", "focal_loss", "filtered_max",
-           "mean_filter_size", "DRAEM", "PAPER_SETTINGS", "CPU_SETTINGS"]
+           "mean_filter_size", "DRAEM", "evaluate_draem", "run_categories", "score_pool_for_asal",
+           "PAPER_SETTINGS", "CPU_SETTINGS"]
 
 #: The paper's / original code's settings, and the laptop-CPU defaults used by notebook 03.
 PAPER_SETTINGS = dict(image_size=256, recon_width=128, disc_width=64, epochs=700, batch_size=8, lr=1e-4,
@@ -416,3 +417,78 @@ class DRAEM(BaseDeepDetector):
     def _load_extra_state(self, state: dict) -> None:
         if "image_size" in state:
             self.image_size_ = int(state["image_size"])
+
+
+# --------------------------------------------------------------------------------- evaluation
+def evaluate_draem(detector: DRAEM, test) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics with the field's names on an ImageSet: ``image_AUROC``, ``image_AP`` and, when masks
+    are known, ``pixel_AUROC`` and ``pixel_AP`` (pixels pooled over the whole test set).
+    Returns (metrics, image scores, pixel maps)."""
+    from .metrics import aupr, auroc
+
+    scores = detector.decision_function(test.images)
+    maps = detector.anomaly_maps(test.images)
+    out = {"image_AUROC": auroc(test.labels, scores), "image_AP": aupr(test.labels, scores)}
+    if test.masks is not None and test.masks.sum() > 0:
+        gt = (test.masks[:, 0] > 0.5).ravel()
+        out["pixel_AUROC"] = auroc(gt, maps.ravel())
+        out["pixel_AP"] = aupr(gt, maps.ravel())
+    return out, scores, maps
+
+
+# --------------------------------------------------------------------------------- notebook runs
+def _fit(make_detector, images, path, seed):
+    import time
+
+    from .base import load_or_fit
+
+    t0 = time.perf_counter()
+    det = load_or_fit(make_detector(seed), images, path)
+    return det, time.perf_counter() - t0
+
+
+def run_categories(tasks: dict, make_detector, seed: int = 0, checkpoint_dir=None, verbose: int = 0) -> dict:
+    """The MVTec protocol per category: fit ``make_detector(seed)`` on the normal training images
+    (DRAEM_normal), score the test set. Returns ``{category: dict(detector, metrics, scores, maps, fit_s)}``."""
+    from pathlib import Path
+
+    from .utils import log
+
+    out = {}
+    for name, task in tasks.items():
+        path = Path(checkpoint_dir) / f"draem_{name}_seed{seed}.pt" if checkpoint_dir else None
+        det, fit_s = _fit(make_detector, task.train.images, path, seed)
+        metrics, scores, maps = evaluate_draem(det, task.test)
+        out[name] = dict(detector=det, metrics=metrics, scores=scores, maps=maps, fit_s=fit_s)
+        log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f" ({fit_s:.0f} s)", verbose, 1)
+    return out
+
+
+def score_pool_for_asal(task, make_detector, scores_root, seed: int = 0, test_fraction: float = 0.2,
+                        checkpoint_dir=None, loss_type: str = "anomaly_scores_draem") -> list[dict]:
+    """The hand-off to ASAL (notebook 04) for one category, in the seed's protocol: merge train and
+    test, re-split 80/20 (seeded); fit DRAEM_mixed on the whole unlabelled pool (anomalies
+    included, no labels used) and DRAEM_normal on the pool's normal images (uses labels: a reference
+    line only); score the pool with each and write ``loss_batch/<loss_type>/<class>/`` (mixed) and
+    ``loss_batch/<loss_type>_normal/<class>/`` (normal). Returns one record per regime with its
+    image_AUROC/AP on the held-out 20 % and the score folder."""
+    from pathlib import Path
+
+    from .data.images import merge_and_split
+    from .metrics import aupr, auroc
+    from .score_files import write_score_files
+
+    pool, test = merge_and_split(task, test_fraction=test_fraction, random_state=seed)
+    regimes = {"DRAEM_mixed": (pool.images, loss_type),
+               "DRAEM_normal": (pool.images[pool.labels == 0], f"{loss_type}_normal")}
+    records = []
+    for regime, (images, lt) in regimes.items():
+        path = Path(checkpoint_dir) / f"draem_{task.name}_{regime}_seed{seed}.pt" if checkpoint_dir else None
+        det, fit_s = _fit(make_detector, images, path, seed)
+        folder = write_score_files(pool.paths, det.decision_function(pool.images), scores_root, task.name, lt)
+        s = det.decision_function(test.images)
+        records.append({"dataset": task.name, "method": regime, "seed": seed, "n_pool": len(pool),
+                        "pool_anomalies": int(pool.labels.sum()), "n_test": len(test),
+                        "image_AUROC": auroc(test.labels, s), "image_AP": aupr(test.labels, s),
+                        "fit_s": fit_s, "score_folder": str(folder)})
+    return records

@@ -24,7 +24,7 @@ def _register_ipython_png() -> None:
 
 _register_ipython_png()
 
-__all__ = ["plot_loss_curves", "plot_score_hist", "plot_score_grid", "plot_roc", "plot_metric_bars"]
+__all__ = ["plot_loss_curves", "plot_score_hist", "plot_score_grid", "plot_roc", "plot_metric_bars", "plot_image_rows"]
 
 
 def _fig(figsize=(5, 3.5), ncols=1):
@@ -69,13 +69,15 @@ def plot_score_hist(scores, y_true, title: str = "Anomaly scores", bins: int = 5
 
 
 def plot_roc(y_true, scores_by_method: Mapping[str, np.ndarray], title: str = "ROC") -> Figure:
-    """ROC curves of several detectors on the same test set, AUROC in the legend."""
+    """ROC curves, AUROC in the legend. ``y_true``: one label array shared by every method, or a
+    mapping name → labels when each curve has its own test set (e.g. one per category)."""
     from .metrics import auroc
 
     fig, (ax,) = _fig(figsize=(4.5, 4))
     for name, s in scores_by_method.items():
-        fpr, tpr, _ = roc_curve(np.asarray(y_true).ravel(), np.asarray(s, dtype=float))
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y_true, s):.3f})")
+        y = np.asarray(y_true[name] if isinstance(y_true, Mapping) else y_true).ravel()
+        fpr, tpr, _ = roc_curve(y, np.asarray(s, dtype=float))
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y, s):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=8, loc="lower right")
@@ -104,4 +106,46 @@ def plot_score_grid(y_true, scores_by_method: Mapping[str, np.ndarray], ncols: i
         plot_score_hist(scores_by_method[name], y_true, title=name, bins=40, ax=ax)
     for ax in axes[len(names):]:
         ax.set_visible(False)
+    return fig
+
+
+def _show(ax, img, title=None):
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+    ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def plot_image_rows(rows: Mapping[str, Sequence], titles: Sequence[str] | None = None, overlay_masks=None,
+                    cell: float = 1.6) -> Figure:
+    """A grid with one row per entry of ``rows`` (label → list of (C, H, W) or (H, W) images);
+    anomaly maps (H, W) are drawn with a heat colour map. ``overlay_masks``: masks contoured in red
+    on every row."""
+    names = list(rows)
+    n = max(len(v) for v in rows.values())
+    fig = Figure(figsize=(cell * n, cell * len(names) + 0.3), layout="constrained")
+    axes = fig.subplots(len(names), n, squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(n):
+            ax = axes[r, c]
+            if c >= len(rows[name]):
+                ax.set_visible(False)
+                continue
+            img = np.asarray(rows[name][c])
+            if img.ndim == 2 and name.lower().startswith(("map", "anomaly map")):
+                ax.imshow(img, cmap="inferno", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                _show(ax, img)
+            if overlay_masks is not None and np.asarray(overlay_masks[c]).max() > 0:
+                ax.contour(np.asarray(overlay_masks[c]).squeeze(), levels=[0.5], colors="red", linewidths=0.7)
+            if r == 0 and titles is not None:
+                ax.set_title(titles[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
     return fig

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdal_lib.base import load_or_fit
 from kdal_lib.draem import (DRAEM, AnomalySynthesizer, DiscriminativeSubNetwork, ReconstructiveSubNetwork,
                             augment_texture, filtered_max, focal_loss, mean_filter_size, perlin_mask, perlin_noise,
                             procedural_textures, ssim)
@@ -100,6 +101,10 @@ def test_draem_loss_decreases_and_api_shapes(tmp_path):
     assert det.scheduler_.milestones == {6: 1, 7: 1}
     loaded = DRAEM.load(det.save(tmp_path / "d.pt"), device="cpu")
     np.testing.assert_allclose(loaded.decision_function(X), s, rtol=1e-5)
+    # load-or-fit reuses the saved model for the same settings and images
+    again = load_or_fit(DRAEM(recon_width=4, disc_width=4, epochs=8, batch_size=8, lr=2e-3, random_state=0), X,
+                        tmp_path / "d.pt")
+    np.testing.assert_allclose(again.decision_function(X), s, rtol=1e-5)
 
 
 def test_draem_is_reproducible_and_rejects_bad_input():

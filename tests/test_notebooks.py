@@ -40,3 +40,19 @@ def test_goad_notebook_follows_the_paper_protocol_on_thyroid(tmp_path, shared_da
     # paper: F1 74.5 ± 1.1 at the oracle threshold; measured 74.2 ± 0.7 over 5 seeds
     assert s["GOAD_F1_oracle"] > 0.70
     assert s["GOAD_AUROC"] > 0.97
+
+
+def test_draem_notebook_smoke_writes_metrics_and_score_files(tmp_path):
+    from kdal_lib.score_files import read_score_files
+
+    m = run(tmp_path, "03_draem")
+    s = m["summary"]
+    assert {"brick_image_AUROC", "brick_image_AP", "brick_pixel_AUROC", "brick_pixel_AP"} <= set(s)
+    assert all(0.0 <= s[k] <= 1.0 for k in s if k.endswith(("AUROC", "AP")))
+    regimes = {r["method"]: r for r in m["records"] if r["method"].startswith("DRAEM_")}
+    assert set(regimes) == {"DRAEM_mixed", "DRAEM_normal"}
+    assert regimes["DRAEM_mixed"]["n_pool"] == 240 and regimes["DRAEM_mixed"]["pool_anomalies"] == 32
+    files = read_score_files(s["scores_root"], "brick")  # what ASAL will read
+    assert len(files.paths) == 240 and len(files.strata) == 5 and all(len(x) == 48 for x in files.strata)
+    normal = read_score_files(s["scores_root"], "brick", "anomaly_scores_draem_normal")
+    assert sorted(normal.paths) == sorted(files.paths)

@@ -51,6 +51,7 @@ from .images import (  # noqa: E402
     load_texture_folder,
     make_asal_layout,
     merge_and_split,
+    example_indices,
     read_image,
     read_mask,
 )
@@ -74,6 +75,7 @@ __all__ += [
     "load_asal_layout",
     "make_asal_layout",
     "merge_and_split",
+    "example_indices",
     "load_texture_folder",
     "detect_layout",
     "load_image_task",

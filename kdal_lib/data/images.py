@@ -800,3 +800,16 @@ def _to_rgb(task: ImageTask) -> ImageTask:
     meta["channels"] = 3
     meta["note_channels"] = "grey images replicated to 3 channels"
     return ImageTask(task.name, rgb(task.train), rgb(task.test), meta, rgb(task.validation))
+
+
+def example_indices(images: ImageSet, n_good: int = 2, per_type: int = 1) -> np.ndarray:
+    """Indices for a figure: the first ``n_good`` normal images, then ``per_type`` image(s) of each
+    defect type in order of first appearance."""
+    good = [i for i, t in enumerate(images.defect_types) if t == "good"][:n_good]
+    seen: dict[str, int] = {}
+    picks = []
+    for i, t in enumerate(images.defect_types):
+        if t != "good" and seen.get(t, 0) < per_type:
+            seen[t] = seen.get(t, 0) + 1
+            picks.append(i)
+    return np.array(good + picks, dtype=int)
