@@ -184,12 +184,14 @@ def _up(cin, cout):
 
 
 class ReconstructiveSubNetwork(nn.Module):
-    """Encoder-decoder without skip connections: 4 poolings, widths w, 2w, 4w, 8w, 8w; bilinear
-    upsampling back; final 3×3 conv with no activation (paper: w = 128)."""
+    """Encoder-decoder without skip connections: ``depth`` poolings (paper: 4 at 256 px, a 16 × 16
+    bottleneck), widths w, 2w, 4w, 8w, 8w; bilinear upsampling back; final 3×3 conv with no
+    activation (paper: w = 128)."""
 
-    def __init__(self, channels: int = 3, width: int = 128):
+    def __init__(self, channels: int = 3, width: int = 128, depth: int = 4):
         super().__init__()
-        ws = [width, 2 * width, 4 * width, 8 * width, 8 * width]
+        ws = [width * min(2 ** i, 8) for i in range(depth)] + [width * min(2 ** depth, 8)]
+        ws[-1] = ws[-2]
         enc, cin = [], channels
         for i, wd in enumerate(ws):
             enc += ([nn.MaxPool2d(2)] if i else []) + [_block(cin, wd)]
@@ -234,10 +236,10 @@ class DiscriminativeSubNetwork(nn.Module):
 
 
 class _DraemNet(nn.Module):
-    def __init__(self, channels, recon_width, disc_width, depth):
+    def __init__(self, channels, recon_width, disc_width, recon_depth, disc_depth):
         super().__init__()
-        self.reconstructive = ReconstructiveSubNetwork(channels, recon_width)
-        self.discriminative = DiscriminativeSubNetwork(2 * channels, disc_width, depth)
+        self.reconstructive = ReconstructiveSubNetwork(channels, recon_width, recon_depth)
+        self.discriminative = DiscriminativeSubNetwork(2 * channels, disc_width, disc_depth)
         for m in self.modules():  # original init: conv N(0, 0.02), BN weight N(1, 0.02)
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -332,14 +334,22 @@ class DRAEM(BaseDeepDetector):
         check_param("score", self.score, choices=("filtered_max", "max"))
         check_param("p_clean", self.p_clean, low=0, high=1)
 
+    def depths(self, size: int) -> tuple[int, int]:
+        """Poolings of the two sub-networks, scaled so the bottlenecks keep the original's
+        resolution (16 × 16 and 8 × 8 at 256 px): 4 and 5 at 256 px, 2 and 3 at 64 px."""
+        recon = max(1, min(4, int(math.log2(size / 16)))) if size >= 32 else 1
+        disc = self.disc_depth or max(1, min(5, int(math.log2(size / 8)))) if size >= 16 else 1
+        return recon, disc
+
     def _build(self, n_channels: int) -> nn.Module:
         size = self.image_size_
-        depth = self.disc_depth or max(1, min(5, int(math.log2(size)) - 1))
-        if size % (2 ** max(4, depth)):
-            raise ValueError(f"image size {size} must be divisible by {2 ** max(4, depth)} "
-                             "(4 poolings in the reconstructive network, {depth} in the discriminative one)")
+        recon_depth, disc_depth = self.depths(size)
+        need = 2 ** max(recon_depth, disc_depth)
+        if size % need:
+            raise ValueError(f"image size {size} must be divisible by {need} "
+                             f"({recon_depth} poolings in the reconstructive network, {disc_depth} in the discriminative one)")
         torch.manual_seed(self.random_state)
-        return _DraemNet(n_channels, self.recon_width, self.disc_width, depth)
+        return _DraemNet(n_channels, self.recon_width, self.disc_width, recon_depth, disc_depth)
 
     def _make_optimizer(self):
         return torch.optim.Adam(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -117,6 +117,14 @@ def test_draem_is_reproducible_and_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         DRAEM(epochs=1).fit((X - 0.5) / 0.2)
     with pytest.raises(ValueError, match="divisible"):
-        DRAEM(epochs=1).fit(np.zeros((4, 1, 24, 24), np.float32))
+        DRAEM(epochs=1).fit(np.zeros((4, 1, 34, 34), np.float32))
     with pytest.raises(ValueError, match="score"):
         DRAEM(epochs=1, score="mean").fit(X)
+
+
+def test_bottlenecks_keep_the_original_resolution():
+    det = DRAEM()
+    assert det.depths(256) == (4, 5)  # paper: 16 × 16 and 8 × 8 bottlenecks
+    assert det.depths(64) == (2, 3)
+    net = ReconstructiveSubNetwork(channels=1, width=2, depth=2)
+    assert net.encoder(torch.rand(1, 1, 64, 64)).shape[-1] == 16
