@@ -36,7 +36,7 @@ __all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_texture
 #: The paper's / original code's settings, and the laptop-CPU defaults used by notebook 03.
 PAPER_SETTINGS = dict(image_size=256, recon_width=128, disc_width=64, epochs=700, batch_size=8, lr=1e-4,
                       filter_size=21)
-CPU_SETTINGS = dict(image_size=64, recon_width=16, disc_width=8, epochs=30, batch_size=8, lr=1e-3, filter_size=5)
+CPU_SETTINGS = dict(image_size=64, recon_width=16, disc_width=8, epochs=12, batch_size=8, lr=1e-3, filter_size=5)
 
 
 # --------------------------------------------------------------------------------- synthesis
@@ -315,7 +315,7 @@ class DRAEM(BaseDeepDetector):
                  filter_size: int | None = None, score: str = "filtered_max", p_clean: float = 0.5,
                  beta_range: tuple = (0.0, 0.8), lr_milestones: tuple = (0.8, 0.9), lr_gamma: float = 0.2,
                  anomaly_source: str | None = None, n_textures: int = 32,
-                 epochs: int = 30, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 0.0,
+                 epochs: int = 12, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 0.0,
                  contamination: float = 0.1, validation_fraction: float = 0.0, device: str = "auto",
                  random_state: int = 0, verbose: int = 0, checkpoint_dir: str | None = None):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
