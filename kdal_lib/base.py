@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

@@ -8,26 +8,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from .utils import atomic_write
+
 __all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "checkpoint_matches"]
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _sidecar(path: Path) -> Path:
@@ -44,8 +33,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], metadata:
     meta.setdefault("saved", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     meta.setdefault("versions", {"kdal_lib": kdal_lib.__version__, "torch": torch.__version__,
                                  "python": platform.python_version()})
-    _atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
-    _atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+    atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
     return path
 
 

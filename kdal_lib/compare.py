@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 
 from .base import BaseDeepDetector, load_or_fit
 from .metrics import evaluate_scores, summarize

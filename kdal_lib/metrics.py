@@ -9,7 +9,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -17,6 +16,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from .utils import atomic_write
 from .validation import check_binary_labels
 
 __all__ = [
@@ -169,12 +169,7 @@ def save_results(out_dir: str | os.PathLike, notebook: str, records: list[Mappin
         "summary": _jsonable(dict(summary or {})),
         "records": _jsonable([dict(r) for r in records]),
     }
-    path = out / METRICS_FILE
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
 def load_results(path: str | os.PathLike) -> dict:

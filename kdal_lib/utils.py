@@ -16,6 +16,8 @@ __all__ = [
     "log",
     "data_root",
     "cache_dir",
+    "atomic_write",
+    "atomic_save_npz",
 ]
 
 
@@ -96,3 +98,30 @@ def cache_dir(sub: str = "") -> Path:
     out = base / sub if sub else base
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place with
+    ``os.replace``: readers see the old file or the complete new one, never half of it."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def atomic_save_npz(arrays: dict, path: str | os.PathLike) -> Path:
+    """``np.savez`` through :func:`atomic_write`."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write)

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import cache_dir
+from ..utils import atomic_save_npz, cache_dir
 from .images import ImageSet, ImageTask, _size_hw
 
 __all__ = [
@@ -351,17 +349,7 @@ def _build(photo, hw, n_train, n_test_good, n_test_defect, random_state, crop_si
 
 
 def _save_npz(arrays: dict, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_save_npz(arrays, target)
 
 
 _KEYS = ("train_images", "train_boxes", "test_images", "test_masks", "test_labels", "test_boxes", "test_types", "boundary")

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils import cache_dir, data_root
+from ..utils import atomic_save_npz, cache_dir, data_root
 from ..validation import check_binary_labels, check_features, check_param
 
 __all__ = [
@@ -369,17 +368,7 @@ def _save_kdd_cache(parsed: dict, target: Path) -> None:
     arrays = {k: v for k, v in parsed.items() if k != "cats"}
     for j, c in enumerate(parsed["cats"]):
         arrays[f"cats_{j}"] = c
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_save_npz(arrays, target)
 
 
 def _load_kdd_cache(target: Path) -> dict | None:
