@@ -31,6 +31,7 @@ __all__ = [
     "summarize",
     "save_results",
     "load_results",
+    "notebook_parameters",
     "METRICS_FILE",
 ]
 
@@ -170,6 +171,13 @@ def save_results(out_dir: str | os.PathLike, notebook: str, records: list[Mappin
         "records": _jsonable([dict(r) for r in records]),
     }
     return atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+
+
+def notebook_parameters(namespace: Mapping) -> dict:
+    """The notebook's parameters as a JSON-friendly dict: the UPPER_CASE names of ``namespace``
+    (pass ``globals()``) whose values are plain literals, as papermill's parameters cell holds."""
+    return {k: v for k, v in namespace.items()
+            if k.isupper() and isinstance(v, (int, float, str, bool, list)) and not k.startswith("_")}
 
 
 def load_results(path: str | os.PathLike) -> dict:

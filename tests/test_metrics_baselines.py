@@ -82,3 +82,10 @@ def test_make_baseline_and_ocsvm_subsample_cap():
     det = make_baseline("OCSVM", max_samples=100).fit(X)
     assert det.model_.support_vectors_.shape[0] <= 100
     assert len(det.decision_scores_) == 500
+
+
+def test_notebook_parameters_keeps_only_literal_upper_case_names():
+    from kdal_lib.metrics import notebook_parameters
+
+    ns = {"SEED": 0, "DATA": "embedded", "METHODS": ["GOAD"], "PAPER_F1": {"x": 1}, "task": object(), "_X": 1}
+    assert notebook_parameters(ns) == {"SEED": 0, "DATA": "embedded", "METHODS": ["GOAD"]}

@@ -394,6 +394,17 @@ def _warn_missing_masks(notes: list[str], where: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # MVTec AD
 # ----------------------------------------------------------------------------------------------
+def _load_good_folder(folder: Path, image_size, channels: int, name: str, verbose: int) -> ImageSet:
+    """All images of a ``train/good`` folder as normal samples; a missing or empty folder is an error."""
+    _require_dir(folder)
+    files = _image_files(folder)
+    if not files:
+        raise ValueError(f"no images found under {folder}")
+    images, _ = _load_items([(p, 0, "good") for p in files], image_size, channels, name, None, verbose,
+                            desc=f"{name} train")
+    return images
+
+
 def load_mvtec(root, category: str, image_size=64, channels: int = 3, split: str = "both",
                verbose: int = 0) -> ImageTask:
     """MVTec AD category ``<root>/<category>``: train = ``train/good``; test = every ``test/<defect>``
@@ -409,12 +420,7 @@ def load_mvtec(root, category: str, image_size=64, channels: int = 3, split: str
     train = empty_set(image_size, channels, category)
     test = empty_set(image_size, channels, category)
     if split in ("train", "both"):
-        _require_dir(train_dir)
-        files = _image_files(train_dir)
-        if not files:
-            raise ValueError(f"no images found under {train_dir}")
-        train, _ = _load_items([(p, 0, "good") for p in files], image_size, channels, category, None, verbose,
-                               desc=f"{category} train")
+        train = _load_good_folder(train_dir, image_size, channels, category, verbose)
     if split in ("test", "both"):
         _require_dir(test_dir)
         items = []
@@ -460,13 +466,8 @@ def load_mvtec_loco(root, image_size=64, channels: int = 3, test_normals_from_va
     folder = _require_dir(Path(root).expanduser())
     name = name or folder.name
     train_dir, val_dir, test_dir = folder / "train" / "good", folder / "validation" / "good", folder / "test"
-    for d in (train_dir, test_dir):
-        _require_dir(d)
-    files = _image_files(train_dir)
-    if not files:
-        raise ValueError(f"no images found under {train_dir}")
-    train, _ = _load_items([(p, 0, "good") for p in files], image_size, channels, name, None, verbose,
-                           desc=f"{name} train")
+    _require_dir(test_dir)
+    train = _load_good_folder(train_dir, image_size, channels, name, verbose)
     validation = None
     if val_dir.is_dir():
         vfiles = _image_files(val_dir)
