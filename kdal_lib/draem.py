@@ -30,7 +30,7 @@ from .validation import check_features, check_param
 
 __all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_textures", "AnomalySynthesizer",
            "ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "ssim", "focal_loss", "filtered_max",
-           "mean_filter_size", "DRAEM", "evaluate_draem", "run_categories", "score_pool_for_asal",
+           "mean_filter_size", "DRAEM", "evaluate_draem", "pixel_baselines", "run_categories", "score_pool_for_asal",
            "PAPER_SETTINGS", "CPU_SETTINGS"]
 
 #: The paper's / original code's settings, and the laptop-CPU defaults used by notebook 03.
@@ -444,6 +444,27 @@ def evaluate_draem(detector: DRAEM, test) -> tuple[dict, np.ndarray, np.ndarray]
         out["pixel_AUROC"] = auroc(gt, maps.ravel())
         out["pixel_AP"] = aupr(gt, maps.ravel())
     return out, scores, maps
+
+
+def pixel_baselines(task, seed: int = 0) -> dict:
+    """The simple image-level baselines every comparison needs, on flattened pixels of the same split:
+    PCA reconstruction error and Isolation Forest, fitted on the normal training images.
+    Returns ``{name: dict(scores, image_AUROC, image_AP, fit_s)}``."""
+    import time
+
+    from .baselines import IsolationForestDetector, PCADetector
+    from .metrics import aupr, auroc
+
+    flat_train = task.train.images.reshape(len(task.train), -1)
+    flat_test = task.test.images.reshape(len(task.test), -1)
+    out = {}
+    for name, det in (("PCA (pixels)", PCADetector(random_state=seed)),
+                      ("IsolationForest (pixels)", IsolationForestDetector(random_state=seed))):
+        t0 = time.perf_counter()
+        s = det.fit(flat_train).decision_function(flat_test)
+        out[name] = {"scores": s, "image_AUROC": auroc(task.test.labels, s), "image_AP": aupr(task.test.labels, s),
+                     "fit_s": time.perf_counter() - t0}
+    return out
 
 
 # --------------------------------------------------------------------------------- notebook runs

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from kdal_lib.data import (
+    CATEGORY_DEFECTS,
     DEFECT_KINDS,
     EMBEDDED_CATEGORIES,
     ImageSet,
@@ -117,13 +118,28 @@ def test_embedded_default_task(tmp_cache):
     assert len(set(te.paths)) == 100 and tr.paths[3] == "embedded://brick/train/good/0003"
     d = te.describe()
     assert d["n"] == 100 and d["n_anomalous"] == 40 and d["image_size"] == (64, 64) and d["channels"] == 1
-    # train and test crops come from disjoint regions of the photo
-    x_split = task.meta["train_region"][1]
-    assert task.meta["test_region"][0] == x_split
+    # train and test crops come from disjoint checkerboard quadrants, half from each quadrant
+    H, W = task.meta["photo_shape"]
+    assert task.meta["train_region"] == [(0, 0, H // 2, W // 2), (H // 2, W // 2, H, W)]
+    assert task.meta["test_region"] == [(0, W // 2, H // 2, W), (H // 2, 0, H, W // 2)]
     boxes_tr, boxes_te = task.meta["crop_boxes"]["train"], task.meta["crop_boxes"]["test"]
     assert boxes_tr.shape == (200, 4) and boxes_te.shape == (100, 4)
-    assert boxes_tr[:, 3].max() <= x_split and boxes_te[:, 1].min() >= x_split
-    assert boxes_te[:, 3].max() <= task.meta["photo_shape"][1]
+
+    def inside(boxes, region):
+        y0, x0, y1, x1 = region
+        return (boxes[:, 0] >= y0) & (boxes[:, 1] >= x0) & (boxes[:, 2] <= y1) & (boxes[:, 3] <= x1)
+
+    for boxes, regions in ((boxes_tr, task.meta["train_region"]), (boxes_te, task.meta["test_region"])):
+        counts = [int(inside(boxes, r).sum()) for r in regions]
+        assert sum(counts) == len(boxes) and abs(counts[0] - counts[1]) <= 1
+    assert not any(inside(boxes_te, r).any() for r in task.meta["train_region"])
+
+
+def test_embedded_stochastic_textures_have_no_shifted_patches(tmp_cache):
+    assert CATEGORY_DEFECTS["brick"] == DEFECT_KINDS
+    task = load_embedded_textures("grass", **SMALL, cache=False)
+    kinds = set(task.test.defect_types) - {"good"}
+    assert kinds == set(DEFECT_KINDS) - {"shifted"} == set(task.meta["defect_kinds"])
 
 
 def test_embedded_deterministic_and_cached(tmp_cache):

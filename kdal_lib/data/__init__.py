@@ -56,6 +56,7 @@ from .images import (  # noqa: E402
     read_mask,
 )
 from .defects import (  # noqa: E402
+    CATEGORY_DEFECTS,
     DEFECT_KINDS,
     EMBEDDED_CATEGORIES,
     load_embedded_textures,
@@ -81,6 +82,7 @@ __all__ += [
     "load_image_task",
     "EMBEDDED_CATEGORIES",
     "DEFECT_KINDS",
+    "CATEGORY_DEFECTS",
     "render_defect",
     "texture_photo",
     "load_embedded_textures",

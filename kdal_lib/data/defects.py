@@ -5,13 +5,19 @@ scikit-image (``skimage.data.brick()``, ``.grass()``, ``.gravel()``; CC0, see ``
 
 Protocol (MVTec-AD-like, Bergmann et al., CVPR 2019)
 ----------------------------------------------------
-* The photo is split by a vertical line at 70 % of its width. Training crops lie entirely left
-  of it, test crops entirely right of it, so test normals are unseen texture (``meta["crop_boxes"]``
-  records every crop as ``(y0, x0, y1, x1)`` in photo pixels).
+* The photo is cut into four quadrants like a 2x2 checkerboard. Training crops lie entirely inside
+  the top-left and bottom-right quadrants, test crops inside the other two, so test normals are
+  unseen texture while both sets see every side of the photo (a plain left/right split let the
+  photo's left-to-right lighting and contrast drift pass for a defect; version 1 of this generator did
+  that). ``meta["train_region"]`` / ``meta["test_region"]`` list the quadrants and ``meta["crop_boxes"]``
+  records every crop as ``(y0, x0, y1, x1)`` in photo pixels; each set takes half its crops from each
+  of its quadrants.
 * Each crop (``crop_size`` = 128 px) is resized to ``image_size`` (PIL bilinear, antialiased) and
   gets a mild brightness jitter (x U[0.95, 1.05]). No flips or rotations.
 * Defaults: 200 training normals; test = 60 normals + 40 defective crops (40 %), the defect kinds
-  spread evenly over :data:`DEFECT_KINDS`.
+  spread evenly over the category's kinds (:data:`CATEGORY_DEFECTS`): all of :data:`DEFECT_KINDS`
+  for *brick*; *grass* and *gravel* have no "shifted" patch, because a patch of a stochastic texture
+  moved elsewhere is still the same texture (nothing anyone could see).
 
 Defects (:func:`render_defect`) are geometric (lines, ellipses, polygons, random walks, copied
 patches), drawn at the output resolution. They are deliberately *independent* of DRAEM's training
@@ -35,6 +41,7 @@ from .images import ImageSet, ImageTask, _size_hw
 __all__ = [
     "EMBEDDED_CATEGORIES",
     "DEFECT_KINDS",
+    "CATEGORY_DEFECTS",
     "render_defect",
     "texture_photo",
     "load_embedded_textures",
@@ -42,9 +49,9 @@ __all__ = [
 
 EMBEDDED_CATEGORIES = ("brick", "grass", "gravel")
 DEFECT_KINDS = ("scratch", "hole", "stain", "crack", "missing", "shifted")
-#: part of the photo's width (from the left) that training crops come from; test crops use the rest
-TRAIN_REGION_FRACTION = 0.7
-_GENERATOR_VERSION = 1
+#: defect kinds of each embedded category ("shifted" only where the texture is regular)
+CATEGORY_DEFECTS = {"brick": DEFECT_KINDS, "grass": DEFECT_KINDS[:5], "gravel": DEFECT_KINDS[:5]}
+_GENERATOR_VERSION = 2
 _ALPHA_CUT = 0.1  # blend weights below this are set to 0, so the mask is exactly the changed pixels
 _MIN_AREA, _MAX_AREA = 0.004, 0.12  # accepted defect area, as a fraction of the image
 _MIN_CHANGE = 0.04  # accepted mean |change| inside the mask (max over channels)
@@ -306,16 +313,26 @@ def _crop_resize(photo: np.ndarray, box, hw) -> np.ndarray:
     return np.clip(patch, 0.0, 1.0)
 
 
-def _boxes(rng, n, x_lo, x_hi, y_hi, cs) -> np.ndarray:
-    """``n`` crop boxes (y0, x0, y1, x1) of side ``cs`` with x0 >= x_lo and x1 <= x_hi."""
-    x0 = rng.integers(x_lo, x_hi - cs + 1, size=n)
-    y0 = rng.integers(0, y_hi - cs + 1, size=n)
-    return np.stack([y0, x0, y0 + cs, x0 + cs], axis=1).astype(np.int64).reshape(n, 4)
+def _quadrants(H: int, W: int) -> dict:
+    """The checkerboard regions ``(y0, x0, y1, x1)``: train = top-left + bottom-right, test = the others."""
+    h2, w2 = H // 2, W // 2
+    return {"train": [(0, 0, h2, w2), (h2, w2, H, W)], "test": [(0, w2, h2, W), (h2, 0, H, w2)]}
 
 
-def _build(photo, hw, n_train, n_test_good, n_test_defect, random_state, crop_size, cat_id=0) -> dict:
+def _boxes(rng, n, regions, cs) -> np.ndarray:
+    """``n`` crop boxes (y0, x0, y1, x1) of side ``cs``, crop i inside ``regions[i % len(regions)]``."""
+    out = np.zeros((n, 4), np.int64)
+    for i in range(n):
+        ry0, rx0, ry1, rx1 = regions[i % len(regions)]
+        y0, x0 = int(rng.integers(ry0, ry1 - cs + 1)), int(rng.integers(rx0, rx1 - cs + 1))
+        out[i] = (y0, x0, y0 + cs, x0 + cs)
+    return out
+
+
+def _build(photo, hw, n_train, n_test_good, n_test_defect, random_state, crop_size, cat_id=0,
+           kinds_of_category=DEFECT_KINDS) -> dict:
     H, W = photo.shape
-    boundary = int(round(TRAIN_REGION_FRACTION * W))
+    regions = _quadrants(H, W)
     rng_train, rng_test, rng_defect = (np.random.default_rng(s) for s in np.random.SeedSequence([random_state, cat_id]).spawn(3))
 
     def crops(boxes, rng):
@@ -324,13 +341,14 @@ def _build(photo, hw, n_train, n_test_good, n_test_defect, random_state, crop_si
             out[i, 0] = np.clip(_crop_resize(photo, b, hw) * rng.uniform(0.95, 1.05), 0.0, 1.0)
         return out
 
-    train_boxes = _boxes(rng_train, n_train, 0, boundary, H, crop_size)
+    train_boxes = _boxes(rng_train, n_train, regions["train"], crop_size)
     train = crops(train_boxes, rng_train)
-    test_boxes = _boxes(rng_test, n_test_good + n_test_defect, boundary, W, H, crop_size)
+    test_boxes = _boxes(rng_test, n_test_good + n_test_defect, regions["test"], crop_size)
     test = crops(test_boxes, rng_test)
     masks = np.zeros((len(test), 1) + tuple(hw), np.float32)
     # kinds spread evenly (round-robin), then grouped by kind as MVTec's test/<defect>/ folders are
-    kinds = sorted((DEFECT_KINDS[i % len(DEFECT_KINDS)] for i in range(n_test_defect)), key=DEFECT_KINDS.index)
+    kinds = sorted((kinds_of_category[i % len(kinds_of_category)] for i in range(n_test_defect)),
+                   key=DEFECT_KINDS.index)
     types = ["good"] * n_test_good + kinds
     for j in range(n_test_defect):
         i = n_test_good + j
@@ -344,7 +362,6 @@ def _build(photo, hw, n_train, n_test_good, n_test_defect, random_state, crop_si
         "test_labels": labels,
         "test_boxes": test_boxes,
         "test_types": np.array(types, dtype="U16"),
-        "boundary": np.array(boundary, np.int64),
     }
 
 
@@ -352,7 +369,7 @@ def _save_npz(arrays: dict, target: Path) -> None:
     atomic_save_npz(arrays, target)
 
 
-_KEYS = ("train_images", "train_boxes", "test_images", "test_masks", "test_labels", "test_boxes", "test_types", "boundary")
+_KEYS = ("train_images", "train_boxes", "test_images", "test_masks", "test_labels", "test_boxes", "test_types")
 
 
 def _load_npz(target: Path, n_train: int, n_test: int, hw) -> dict | None:
@@ -398,11 +415,10 @@ def load_embedded_textures(category: str = "brick", image_size=64, n_train: int 
     if not isinstance(random_state, (int, np.integer)) or isinstance(random_state, bool) or random_state < 0:
         raise ValueError(f"random_state must be a non-negative integer, got {random_state!r}")
     photo = texture_photo(category)
-    width = photo.shape[1]
-    boundary = int(round(TRAIN_REGION_FRACTION * width))
-    if not isinstance(crop_size, (int, np.integer)) or not 8 <= crop_size <= width - boundary:
+    quadrant = min(photo.shape) // 2
+    if not isinstance(crop_size, (int, np.integer)) or not 8 <= crop_size <= quadrant:
         raise ValueError(
-            f"crop_size must be an integer in [8, {width - boundary}] (the width of the test region), got {crop_size!r}"
+            f"crop_size must be an integer in [8, {quadrant}] (the side of a photo quadrant), got {crop_size!r}"
         )
     if min(hw) < 16:
         raise ValueError(f"image_size must be at least 16 px, got {image_size!r}")
@@ -426,7 +442,7 @@ def load_embedded_textures(category: str = "brick", image_size=64, n_train: int 
     from_cache = arrays is not None
     if arrays is None:
         arrays = _build(photo, hw, n_train, n_test_good, n_test_defect, int(random_state), int(crop_size),
-                        EMBEDDED_CATEGORIES.index(category))
+                        EMBEDDED_CATEGORIES.index(category), CATEGORY_DEFECTS[category])
         if cache:
             _save_npz(arrays, target)
 
@@ -462,10 +478,10 @@ def load_embedded_textures(category: str = "brick", image_size=64, n_train: int 
         "image_size": hw,
         "channels": 1,
         "crop_size": int(crop_size),
-        "train_region": (0, boundary),  # x range in photo pixels (all rows)
-        "test_region": (boundary, int(width)),
+        "train_region": _quadrants(*photo.shape)["train"],  # (y0, x0, y1, x1) quadrants in photo pixels
+        "test_region": _quadrants(*photo.shape)["test"],
         "crop_boxes": {"train": arrays["train_boxes"], "test": arrays["test_boxes"]},
-        "defect_kinds": DEFECT_KINDS,
+        "defect_kinds": CATEGORY_DEFECTS[category],
         "random_state": int(random_state),
         "generator": f"geometric defects v{_GENERATOR_VERSION} (lines, ellipses, polygons, random walks, "
         "copied patches; no Perlin noise)",
