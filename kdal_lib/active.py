@@ -34,6 +34,7 @@ from .validation import check_param
 
 __all__ = [
     "QUERY_METHODS",
+    "SELECT_CRITERIA",
     "uncertainty_scores",
     "normalized_logit_confidence",
     "select_top",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 QUERY_METHODS = ("least_confident", "margin", "entropy", "random")
+#: how :class:`ClassifierLearner` picks the epoch it keeps (validation split of the labelled data only)
+SELECT_CRITERIA = ("val_loss", "val_acc", "val_auroc", "last")
 
 
 # ----------------------------------------------------------------------------- scorers and selectors
@@ -120,6 +123,12 @@ class UncertaintySampling:
         self.legacy_normalized_logits = legacy_normalized_logits
         self._rng = np.random.default_rng(random_state)
 
+    def reseed(self, key) -> None:
+        """Restart the tie-break generator from ``(random_state, key)`` (:class:`ActiveLoop` calls it with the
+        cycle number, so a resumed run draws what an uninterrupted one does). No-op without a random_state."""
+        if self.random_state is not None:
+            self._rng = np.random.default_rng([int(self.random_state), int(key)])
+
     def utilities(self, outputs) -> np.ndarray:
         if self.legacy_normalized_logits:
             return 1.0 - normalized_logit_confidence(outputs)
@@ -142,6 +151,11 @@ class RandomSampling:
     def __init__(self, random_state: int | None = None):
         self.random_state = random_state
         self._rng = np.random.default_rng(random_state)
+
+    def reseed(self, key) -> None:
+        """As :meth:`UncertaintySampling.reseed`."""
+        if self.random_state is not None:
+            self._rng = np.random.default_rng([int(self.random_state), int(key)])
 
     def query(self, n_pool_or_outputs, labeled_mask=None, batch_size: int = 1):
         n = n_pool_or_outputs if isinstance(n_pool_or_outputs, (int, np.integer)) else len(n_pool_or_outputs)
@@ -322,6 +336,8 @@ class ActiveLoop:
             if cycle == 0:
                 new = self.pool.label(self.init(rng), 0) if self.init is not None else np.array([], dtype=np.int64)
             else:
+                if hasattr(self.query, "reseed"):
+                    self.query.reseed(cycle)
                 new = self.pool.label(self.query.query(self._outputs(), self.pool.labeled_mask, self.batch_size), cycle)
             labeled = self.pool.labeled
             y = self.oracle.reveal(labeled)
@@ -359,24 +375,34 @@ class ClassifierLearner:
     ``warm_start=True`` keeps the weights between cycles and builds a new optimizer (as ASAL).
     ``val_fraction`` of the labelled items (stratified; at least one per class when a class has two or more)
     is held out to choose the epoch by validation loss; the test split is never looked at.
-    ``select="last"`` keeps the last epoch instead."""
+    ``select="last"`` keeps the last epoch instead; ``"val_acc"`` / ``"val_auroc"`` keep the epoch with the best
+    validation accuracy / AUROC (ties: lower validation loss). ``best_`` holds, after each fit, the epoch, value
+    and weights that each criterion would keep (the ASAL seed's best-accuracy / best-AUROC checkpoints, chosen
+    on validation data); a validation split with one class has no AUROC, and ``select="val_auroc"`` then
+    raises ValueError. ``soft_samples``: the soft loss of each epoch runs
+    over a fresh random subset of that many pool items instead of all of them (large pools, e.g. KDD).
+    ``history_`` entries hold the epoch's mean ``loss`` and its ``hard_loss`` / ``soft_loss`` parts."""
 
     def __init__(self, model_fn: Callable[[], nn.Module], X, epochs: int = 20, batch_size: int = 10,
                  lr: float = 1e-3, weight_decay: float = 5e-4, warm_start: bool = True,
                  val_fraction: float = 0.0, select: str = "val_loss", balance: bool = False,
                  soft_targets=None, soft_weight: float = 1.0, soft_form: str = "ce", temperature: float = 1.0,
-                 soft_batch_size: int = 256, device: str = "auto", random_state: int = 0, verbose: int = 0):
+                 soft_batch_size: int = 256, device: str = "auto", random_state: int = 0, verbose: int = 0,
+                 soft_samples: int | None = None):
         check_param("epochs", epochs, low=1, integer=True)
         check_param("batch_size", batch_size, low=1, integer=True)
         check_param("lr", lr, low=0, inclusive=(False, True))
         check_param("val_fraction", val_fraction, low=0, high=0.5)
-        check_param("select", select, choices=("val_loss", "last"))
+        check_param("select", select, choices=SELECT_CRITERIA)
         check_param("soft_weight", soft_weight, low=0)
         check_param("temperature", temperature, low=0, inclusive=(False, True))
         self.model_fn, self.epochs, self.batch_size, self.lr = model_fn, int(epochs), int(batch_size), lr
         self.weight_decay, self.warm_start, self.val_fraction, self.select = weight_decay, warm_start, val_fraction, select
         self.balance, self.soft_weight, self.soft_form, self.temperature = balance, soft_weight, soft_form, temperature
         self.soft_batch_size, self.random_state, self.verbose = soft_batch_size, random_state, verbose
+        if soft_samples is not None:
+            check_param("soft_samples", soft_samples, low=1, integer=True)
+        self.soft_samples = soft_samples
         self.device = resolve_device(device)
         self.X = torch.as_tensor(np.asarray(X, dtype=np.float32))
         if not torch.isfinite(self.X).all():
@@ -394,7 +420,9 @@ class ClassifierLearner:
         return {"X": list(self.X.shape), "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "warm_start": self.warm_start, "val_fraction": self.val_fraction, "soft": self.soft_targets is not None,
                 "soft_weight": self.soft_weight, "soft_form": self.soft_form, "temperature": self.temperature,
-                "X_sum": round(float(self.X.double().sum()), 4)}
+                "X_sum": round(float(self.X.double().sum()), 4),
+                **({"select": self.select} if self.select != "val_loss" else {}),
+                **({"soft_samples": self.soft_samples} if self.soft_samples is not None else {})}
 
     # -- state
     def _ensure_model(self) -> nn.Module:
@@ -438,42 +466,69 @@ class ClassifierLearner:
         if self.balance and (counts > 0).all():
             weight = torch.as_tensor(counts.sum() / (2 * counts), dtype=torch.float32, device=self.device)
         best, best_state = np.inf, None
+        self.best_ = {}
+        if self.select == "val_auroc" and va.size and np.unique(y[va]).size < 2:
+            raise ValueError(f"select='val_auroc' needs both classes in the validation split of the labelled data, got "
+                             f"{np.bincount(y[va], minlength=2).tolist()} (normal, anomalous) items: AUROC is undefined; "
+                             "label more items or use select='val_loss'")
         n_soft = len(self.X) if self.soft_targets is not None else 0
+        if n_soft and self.soft_samples is not None:
+            n_soft = min(n_soft, int(self.soft_samples))
         for epoch in range(self.epochs):
             model.train()
             total = 0.0
             perm_l = torch.as_tensor(rng.permutation(len(Xl))) if len(Xl) else torch.zeros(0, dtype=torch.long)
             n_steps = max(int(np.ceil(len(Xl) / self.batch_size)) if len(Xl) else 0,
                           int(np.ceil(n_soft / self.soft_batch_size)) if n_soft else 0)
-            perm_s = torch.as_tensor(rng.permutation(n_soft)) if n_soft else None
+            perm_s = torch.as_tensor(rng.permutation(len(self.X))[:n_soft]) if n_soft else None
+            hard_total = soft_total = 0.0
             for step in range(n_steps):
                 loss = torch.zeros((), device=self.device)
                 if len(Xl):
                     b = perm_l[(step * self.batch_size) % len(Xl):][: self.batch_size]
                     logits = model(Xl[b].to(self.device))
-                    loss = loss + F.cross_entropy(logits, yl[b].to(self.device), weight=weight)
+                    hard = F.cross_entropy(logits, yl[b].to(self.device), weight=weight)
+                    loss = loss + hard
+                    hard_total += float(hard.detach())
                 if n_soft and self.soft_weight > 0:
                     b = perm_s[(step * self.soft_batch_size) % n_soft:][: self.soft_batch_size]
                     logits = model(self.X[b].to(self.device))
-                    loss = loss + self.soft_weight * soft_loss(logits, self.soft_targets[b].to(self.device),
-                                                               self.soft_form, self.temperature).mean()
+                    soft = soft_loss(logits, self.soft_targets[b].to(self.device), self.soft_form,
+                                     self.temperature).mean()
+                    loss = loss + self.soft_weight * soft
+                    soft_total += float(soft.detach())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-            entry = {"cycle": cycle, "epoch": epoch, "loss": total / max(n_steps, 1)}
+            entry = {"cycle": cycle, "epoch": epoch, "loss": total / max(n_steps, 1),
+                     "hard_loss": hard_total / max(n_steps, 1), "soft_loss": soft_total / max(n_steps, 1)}
             if va.size:
                 with torch.no_grad():
                     model.eval()
-                    vl = F.cross_entropy(model(self.X[idx[va]].to(self.device)),
-                                         torch.as_tensor(y[va], device=self.device)).item()
+                    lv = model(self.X[idx[va]].to(self.device)).float()
+                    vl = F.cross_entropy(lv, torch.as_tensor(y[va], device=self.device)).item()
+                    pv = torch.softmax(lv, 1)[:, 1].cpu().numpy()
                 entry["val_loss"] = vl
+                entry["val_acc"] = float((lv.argmax(1).cpu().numpy() == y[va]).mean())
+                entry["val_auroc"] = _auroc_or_nan(y[va], pv)
+                self._track_best(entry, model)
                 if vl < best:
                     best, best_state = vl, {k: v.detach().clone() for k, v in model.state_dict().items()}
             self.history_.append(entry)
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        chosen = self.best_.get(self.select, {}).get("state") if self.select in ("val_acc", "val_auroc") else best_state
+        if chosen is not None:
+            model.load_state_dict(chosen)
         return self
+
+    def _track_best(self, entry: dict, model: nn.Module) -> None:
+        keys = {"val_loss": (-entry["val_loss"],), "val_acc": (entry["val_acc"], -entry["val_loss"])}
+        if np.isfinite(entry["val_auroc"]):
+            keys["val_auroc"] = (entry["val_auroc"], -entry["val_loss"])
+        for crit, key in keys.items():
+            if crit not in self.best_ or key > self.best_[crit]["key"]:
+                self.best_[crit] = {"epoch": entry["epoch"], "value": entry[crit], "key": key,
+                                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
     # -- outputs
     @torch.no_grad()
@@ -495,6 +550,14 @@ class ClassifierLearner:
         return self.predict_proba(X=X)[:, 1]
 
 
+def _auroc_or_nan(y, scores) -> float:
+    """AUROC of ``scores`` against binary ``y``; NaN when ``y`` holds one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    return float(roc_auc_score(y, scores)) if np.unique(y).size == 2 else float("nan")
+
+
 # ----------------------------------------------------------------------------- classifiers
 def mlp_classifier(n_features: int, hidden: Sequence[int] = (64, 64), n_classes: int = 2) -> nn.Module:
     """Tabular classifier: Linear-ReLU blocks then a linear head."""
@@ -505,10 +568,15 @@ def mlp_classifier(n_features: int, hidden: Sequence[int] = (64, 64), n_classes:
     return nn.Sequential(*layers, nn.Linear(d, n_classes))
 
 
-def small_cnn_classifier(in_channels: int = 1, n_classes: int = 2, width: int = 16) -> nn.Module:
-    """Three conv-BN-ReLU-pool blocks and global average pooling: the fast CPU option for images."""
+def small_cnn_classifier(in_channels: int = 1, n_classes: int = 2, width: int = 16, norm: str = "batch") -> nn.Module:
+    """Three conv-norm-ReLU-pool blocks and global average pooling: the fast CPU option for images.
+    ``norm="group"`` uses GroupNorm (4 groups): no running statistics, so a model trained on a handful of
+    labelled images (few steps, tiny batches) behaves the same in eval mode as in training."""
+    check_param("norm", norm, choices=("batch", "group"))
+
     def block(i, o):
-        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+        layer = nn.BatchNorm2d(o) if norm == "batch" else nn.GroupNorm(4 if o % 4 == 0 else 1, o)
+        return [nn.Conv2d(i, o, 3, padding=1, bias=False), layer, nn.ReLU(), nn.MaxPool2d(2)]
     return nn.Sequential(*block(in_channels, width), *block(width, 2 * width), *block(2 * width, 4 * width),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, n_classes))
 
