@@ -28,7 +28,8 @@ from torch.nn import functional as F
 from .base import BaseDeepDetector
 from .validation import check_features, check_param
 
-__all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_textures", "AnomalySynthesizer",
+__all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_textures", "bundled_photo_textures", "anomaly_sources",
+           "AnomalySynthesizer",
            "ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "ssim", "focal_loss", "filtered_max",
            "mean_filter_size", "DRAEM", "evaluate_draem", "pixel_baselines", "run_categories", "score_pool_for_asal",
            "PAPER_SETTINGS", "CPU_SETTINGS"]
@@ -36,7 +37,8 @@ __all__ = ["perlin_noise", "perlin_mask", "augment_texture", "procedural_texture
 #: The paper's / original code's settings, and the laptop-CPU defaults used by notebook 03.
 PAPER_SETTINGS = dict(image_size=256, recon_width=128, disc_width=64, epochs=700, batch_size=8, lr=1e-4,
                       filter_size=21)
-CPU_SETTINGS = dict(image_size=64, recon_width=16, disc_width=8, epochs=12, batch_size=8, lr=1e-3, filter_size=5)
+CPU_SETTINGS = dict(image_size=64, recon_width=16, disc_width=8, epochs=12, batch_size=8, lr=1e-3, filter_size=5,
+                    anomaly_source="skimage")
 
 
 # --------------------------------------------------------------------------------- synthesis
@@ -130,6 +132,49 @@ def procedural_textures(n: int, size: int, rng: np.random.Generator) -> torch.Te
             up = up * 0.6 + 0.4 * torch.from_numpy(stripes.astype(np.float32))[None].expand(3, size, size)
         out[i] = up.clamp(0, 1).numpy()
     return torch.from_numpy(out)
+
+
+#: scikit-image's bundled public-domain / CC0 photographs (no download) used by ``anomaly_source="skimage"``;
+#: the embedded categories' own photos (brick, grass, gravel) are left out
+BUNDLED_PHOTOS = ("camera", "coins", "moon", "page", "text", "chelsea", "coffee", "astronaut", "rocket",
+                  "hubble_deep_field", "immunohistochemistry", "horse", "clock", "cell", "logo", "colorwheel")
+
+
+def bundled_photo_textures(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` anomaly sources (n, 3, size, size) cut from scikit-image's bundled photographs: a random square
+    crop (40-100 % of the shorter side) of a random photo, resized. A no-download stand-in for DTD, which
+    gives DRAEM natural-image structure to paste instead of smooth colour noise."""
+    import skimage.data
+    from PIL import Image
+
+    photos = []
+    for name in BUNDLED_PHOTOS:
+        a = np.asarray(getattr(skimage.data, name)())
+        if a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        a = np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3]
+        photos.append(a.astype(np.uint8))
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    for i in range(n):
+        a = photos[int(rng.integers(len(photos)))]
+        h, w = a.shape[:2]
+        side = int(rng.uniform(0.4, 1.0) * min(h, w))
+        y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(a[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
+        out[i] = np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return torch.from_numpy(out)
+
+
+def anomaly_sources(source, n: int, size: int, rng: np.random.Generator, random_state: int = 0) -> torch.Tensor:
+    """The (n, 3, size, size) anomaly-source textures DRAEM pastes: ``"skimage"`` (bundled photographs),
+    a folder (DTD layout or flat), or ``None``/``""`` (procedural colour noise)."""
+    if source == "skimage":
+        return bundled_photo_textures(n, size, rng)
+    if source:
+        from .data.images import load_texture_folder
+
+        return torch.as_tensor(load_texture_folder(source, size, limit=n, random_state=random_state), dtype=torch.float32)
+    return procedural_textures(n, size, rng)
 
 
 class AnomalySynthesizer:
@@ -305,7 +350,8 @@ class DRAEM(BaseDeepDetector):
     → image scores, ``anomaly_maps(images)`` → (N, H, W) pixel maps, ``reconstruct(images)``.
 
     ``anomaly_source``: a folder of anomaly-source textures (DTD layout or a flat folder of images;
-    at most ``n_textures`` are used), or ``None`` for the procedural fallback. The LR is
+    at most ``n_textures`` are used), ``"skimage"`` for crops of scikit-image's bundled photographs (no
+    files needed; :func:`bundled_photo_textures`), or ``None`` for procedural colour noise. The LR is
     multiplied by 0.2 at 80 % and 90 % of training (original code; the paper: ×0.1 at 400 and 600
     of 700 epochs). ``score``: ``"filtered_max"`` (original) or ``"max"`` (anomalib)."""
 
@@ -366,13 +412,7 @@ class DRAEM(BaseDeepDetector):
             raise ValueError("images must be in [0, 1] (no ImageNet normalisation: DRAEM blends raw textures)")
         self.image_size_ = int(X.shape[-1])
         rng = np.random.default_rng(self.random_state)
-        if self.anomaly_source:
-            from .data.images import load_texture_folder
-
-            tex = torch.as_tensor(load_texture_folder(self.anomaly_source, self.image_size_, limit=self.n_textures,
-                                                      random_state=self.random_state), dtype=torch.float32)
-        else:
-            tex = procedural_textures(self.n_textures, self.image_size_, rng)
+        tex = anomaly_sources(self.anomaly_source, self.n_textures, self.image_size_, rng, self.random_state)
         self.synthesizer_ = AnomalySynthesizer(tex, self.image_size_, self.p_clean, tuple(self.beta_range))
         self._step = 0
         return super().fit(X, y)

@@ -128,3 +128,17 @@ def test_bottlenecks_keep_the_original_resolution():
     assert det.depths(64) == (2, 3)
     net = ReconstructiveSubNetwork(channels=1, width=2, depth=2)
     assert net.encoder(torch.rand(1, 1, 64, 64)).shape[-1] == 16
+
+
+def test_bundled_photo_sources_need_no_files_and_are_seeded():
+    from kdal_lib.draem import BUNDLED_PHOTOS, anomaly_sources
+
+    assert not {"brick", "grass", "gravel"} & set(BUNDLED_PHOTOS)  # never the embedded categories' own photos
+    a = anomaly_sources("skimage", 5, 32, np.random.default_rng(1))
+    b = anomaly_sources("skimage", 5, 32, np.random.default_rng(1))
+    c = anomaly_sources("skimage", 5, 32, np.random.default_rng(2))
+    assert a.shape == (5, 3, 32, 32) and a.dtype == torch.float32
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0 and float(a.std()) > 0.05
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    noise = anomaly_sources(None, 5, 32, np.random.default_rng(1))
+    assert noise.shape == (5, 3, 32, 32) and not torch.equal(noise, a)
