@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _common import default_data_dir, eprint, load_avg, md_table  # noqa: E402
 from kdal_lib.angular_dino import (detector_from_parameters, evaluate_pu, fit_baseline, resolve_parameters,  # noqa: E402
                                    task_from_parameters)
 from kdal_lib.metrics import summarize  # noqa: E402
@@ -57,31 +58,6 @@ MNIST_SETTINGS = {"DATA": "mnist", "IMAGE_SIZE": 28, "CONTAMINATION": 0.05, "POS
                   "STUDENT_TEMP": 0.1, "MOMENTUM_TEACHER": 0.99, "BATCH_SIZE": 64, "LR": 0.001, "N_LOCAL": 4,
                   "LOSS_WEIGHTING": "none", "TEACHER_MARGIN_ON_CENTRED": False, "MARGIN_FALLBACK": "continuous",
                   "SELECT": "last"}
-
-
-def eprint(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_data_dir(cli: str | None) -> str | None:
-    if cli:
-        return cli
-    if os.environ.get("KDAL_DATA"):
-        return os.environ["KDAL_DATA"]
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
-def load_avg() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
-
-
-def md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def pm(mu, sd) -> str:

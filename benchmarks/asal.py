@@ -39,32 +39,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import default_data_dir, eprint, load_avg  # noqa: E402
 from kdal_lib.asal import asal_data_from_arrays, asal_data_from_task, compare_inits
 from kdal_lib.metrics import auroc
 
 TEXTURES = ("brick", "grass", "gravel")
 MVTEC = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
          "tile", "toothbrush", "transistor", "wood", "zipper")
-
-
-def eprint(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_data_dir(cli):
-    if cli:
-        return cli
-    if os.environ.get("KDAL_DATA"):
-        return os.environ["KDAL_DATA"]
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
-def load_avg() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
 
 
 def run_textures(args, seeds):

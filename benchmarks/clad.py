@@ -42,6 +42,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from _common import default_data_dir, eprint, load_avg, md_table  # noqa: E402
 from kdal_lib.clad import PAPER_AUROC, PAPER_BEST_BASELINE, load_scenario, run_scenario  # noqa: E402
 from kdal_lib.metrics import summarize  # noqa: E402
 
@@ -49,31 +50,6 @@ METHODS = ("CLAD-Base", "CLAD-ODIN", "OCSVM", "DeepSVDD")
 STAGES = ("ae_s", "kmeans_s", "dec_s", "classifier_s", "score_train_s")
 CSV_FIELDS = ("dataset", "scenario", "method", "seed", "AUROC", "AUPR", "best_F1", "fit_s", "score_s",
               "cluster_purity", "cluster_NMI", "dec_epochs_run", *STAGES, "n_train", "n_test", "contamination")
-
-
-def eprint(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_data_dir(cli):
-    if cli:
-        return cli
-    if os.environ.get("KDAL_DATA"):
-        return os.environ["KDAL_DATA"]
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
-def load_avg() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
-
-
-def md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def main(argv=None) -> int:

@@ -25,20 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import default_data_dir  # noqa: E402
 from kdal_lib.data import load_image_task
 from kdal_lib.draem import CPU_SETTINGS, DRAEM, evaluate_draem, pixel_baselines
 
 #: Paper Table 1-2, MVTec AD texture categories: image AUROC, pixel AUROC, pixel AP (%).
 PAPER_TEXTURES = {"carpet": (97.0, 95.5, 53.5), "grid": (99.9, 99.7, 65.7), "leather": (100, 98.6, 75.3),
                   "tile": (99.6, 99.2, 92.3), "wood": (99.1, 96.4, 77.7)}
-
-
-def default_data_dir() -> str | None:
-    env = os.environ.get("KDAL_DATA")
-    if env:
-        return env
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
 
 
 def load(category: str, size: int, data_dir: str | None, seed: int):

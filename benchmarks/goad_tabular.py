@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 import torch  # noqa: E402
 
+from _common import default_data_dir, eprint, load_avg, md_table  # noqa: E402
 from kdal_lib.baselines import OCSVMDetector  # noqa: E402
 from kdal_lib.compare import compare_detectors  # noqa: E402
 from kdal_lib.data.tabular import load_task  # noqa: E402
@@ -60,22 +61,9 @@ CSV_FIELDS = ("dataset", "method", "seed", "F1_oracle", "AUROC", "AUPR", "best_F
               "n_train", "n_test", "contamination", "settings")
 
 
-def eprint(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
 def canonical(name: str) -> str:
     low = name.lower()
     return "kdd" if low in ("kdd", "kddcup", "kddcup99", "kdd99") else low
-
-
-def default_data_dir(cli: str | None) -> str | None:
-    if cli:
-        return cli
-    if os.environ.get("KDAL_DATA"):
-        return os.environ["KDAL_DATA"]
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
 
 
 def parse_overrides(items) -> dict:
@@ -117,21 +105,8 @@ def machine_info(device: str) -> dict:
     }
 
 
-def load_avg() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
-
-
 def fmt_pm(mu: float, sd: float, scale: float = 100.0, digits: int = 1) -> str:
     return f"{mu * scale:.{digits}f} ± {sd * scale:.{digits}f}"
-
-
-def md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def summary_rows(records, datasets, methods):

@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _common import default_data_dir, eprint, md_table  # noqa: E402
 from kdal_lib.baselines import IsolationForestDetector, OCSVMDetector, PCADetector  # noqa: E402
 from kdal_lib.kdal import METHODS, detector_scores, load_kdal_task, run_comparison  # noqa: E402
 from kdal_lib.metrics import aupr, auroc  # noqa: E402
@@ -42,28 +43,9 @@ from kdal_lib.metrics import aupr, auroc  # noqa: E402
 KERNEL_CAP = 5000  # kernel-OCSVM fit cap used to price the Nyström approximation on large pools
 
 
-def eprint(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_data_dir(cli):
-    if cli:
-        return cli
-    if os.environ.get("KDAL_DATA"):
-        return os.environ["KDAL_DATA"]
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def pm(values, digits=3) -> str:
     v = np.asarray(list(values), dtype=float)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.{digits}f}"
-
-
-def md_table(header, rows) -> str:
-    out = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def main(argv=None) -> int:

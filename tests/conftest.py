@@ -44,3 +44,21 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
     cache.mkdir()
     monkeypatch.setenv("KDAL_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def run_notebook(tmp_path):
+    """Execute a notebook with papermill through kdal-run's API (smoke preset by default, overrides as
+    keyword arguments) and return the metrics.json it wrote; fails with the notebook's error."""
+    from kdal_lib.metrics import load_results
+    from kdal_lib.runner import run_notebooks
+
+    def run(stem: str, preset: str = "smoke", **overrides) -> dict:
+        summary = run_notebooks([stem], preset=preset, overrides=overrides, out_root=tmp_path, timeout=600, echo=False)
+        result = summary.results[0]
+        assert result.status == "ok", result.error
+        executed = Path(result.executed)
+        assert executed.is_file() and executed.parent.parent == tmp_path
+        return load_results(result.out_dir)
+
+    return run

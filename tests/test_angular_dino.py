@@ -295,17 +295,8 @@ def test_cli_runs_a_config(tmp_path, capsys):
 
 # -- the notebook ---------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_angular_dino_notebook_smoke(tmp_path):
-    from pathlib import Path
-
-    from kdal_lib.metrics import load_results
-    from kdal_lib.runner import run_notebooks
-
-    summary = run_notebooks(["06_angular_dino"], preset="smoke", out_root=tmp_path, timeout=600, echo=False)
-    result = summary.results[0]
-    assert result.status == "ok", result.error
-    assert Path(result.executed).is_file()
-    m = load_results(result.out_dir)
+def test_angular_dino_notebook_smoke(run_notebook):
+    m = run_notebook("06_angular_dino")
     s = m["summary"]
     assert m["params"]["INTERACTIVE"] is False and m["params"]["EPOCHS"] == 4
     assert s["n_train_P"] >= 2 and s["n_test_unseen"] > 0

@@ -220,14 +220,8 @@ def test_cli_with_the_seed_layout_and_seed_style_score_files(tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_asal_notebook_smoke_writes_curves_and_references(tmp_path):
-    from kdal_lib.metrics import load_results
-    from kdal_lib.runner import run_notebooks
-
-    summary = run_notebooks(["04_asal"], preset="smoke", out_root=tmp_path, timeout=600, echo=False)
-    result = summary.results[0]
-    assert result.status == "ok", result.error
-    m = load_results(result.out_dir)
+def test_asal_notebook_smoke_writes_curves_and_references(run_notebook):
+    m = run_notebook("04_asal")
     s = m["summary"]
     assert m["params"]["N_SEEDS"] == 1 and m["params"]["N_CYCLES"] == 3  # the smoke preset reached the notebook
     assert s["brick_ASAL_init_anomalies_mean"] >= 1  # the score's top stratum holds anomalies

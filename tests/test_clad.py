@@ -281,17 +281,8 @@ def test_deep_svdd_centre_is_the_initial_mean_and_training_shrinks_the_distance(
 
 # ---------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_clad_notebook_smoke_writes_metrics(tmp_path):
-    from pathlib import Path
-
-    from kdal_lib.metrics import load_results
-    from kdal_lib.runner import run_notebooks
-
-    summary = run_notebooks(["02_clad_tsne"], preset="smoke", out_root=tmp_path, timeout=600, echo=False)
-    result = summary.results[0]
-    assert result.status == "ok", result.error
-    assert Path(result.executed).is_file()
-    m = load_results(result.out_dir)
+def test_clad_notebook_smoke_writes_metrics(run_notebook):
+    m = run_notebook("02_clad_tsne")
     s = m["summary"]
     assert m["params"]["N_SEEDS"] == 1 and m["params"]["SCENARIO"] == "CUR"
     assert s["dataset"] == "digits" and s["normal_classes"] == [0, 3, 8] and s["n_test"] == 899

@@ -297,17 +297,8 @@ def test_kdal_beats_random_queries_early_on_thyroid(shared_data):
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_kdal_notebook_smoke(tmp_path):
-    from pathlib import Path
-
-    from kdal_lib.metrics import load_results
-    from kdal_lib.runner import run_notebooks
-
-    summary = run_notebooks(["05_kdal"], preset="smoke", out_root=tmp_path, timeout=600, echo=False)
-    result = summary.results[0]
-    assert result.status == "ok", result.error
-    assert Path(result.executed).is_file()
-    m = load_results(result.out_dir)
+def test_kdal_notebook_smoke(run_notebook):
+    m = run_notebook("05_kdal")
     s = m["summary"]
     assert m["params"]["N_SEEDS"] == 1 and s["dataset"] == "breast_cancer"
     assert set(s["methods"]) == set(METHODS)

@@ -1,25 +1,11 @@
 """Notebooks executed by papermill (through kdal-run's API) with asserts on the metrics they write."""
-from pathlib import Path
-
 import pytest
-
-from kdal_lib.metrics import load_results
-from kdal_lib.runner import run_notebooks
 
 pytestmark = pytest.mark.slow
 
 
-def run(tmp_path, stem, preset="smoke", **overrides):
-    summary = run_notebooks([stem], preset=preset, overrides=overrides, out_root=tmp_path, timeout=600, echo=False)
-    result = summary.results[0]
-    assert result.status == "ok", result.error
-    executed = Path(result.executed)
-    assert executed.is_file() and executed.parent.parent == tmp_path
-    return load_results(result.out_dir)
-
-
-def test_goad_notebook_smoke_on_embedded_data(tmp_path):
-    m = run(tmp_path, "01_goad_tabular")
+def test_goad_notebook_smoke_on_embedded_data(run_notebook):
+    m = run_notebook("01_goad_tabular")
     s = m["summary"]
     assert s["dataset"] == "breast_cancer" and s["n_test_anomalies"] == 6 and s["protocol"] == "stratified"
     methods = {r["method"] for r in m["records"]}
@@ -31,9 +17,9 @@ def test_goad_notebook_smoke_on_embedded_data(tmp_path):
         assert 0.0 <= r["AUROC"] <= 1.0 and r["fit_s"] >= 0
 
 
-def test_goad_notebook_follows_the_paper_protocol_on_thyroid(tmp_path, shared_data):
-    m = run(tmp_path, "01_goad_tabular", DATA="thyroid", DATA_DIR=str(shared_data), METHODS=["GOAD", "OCSVM"],
-            CURVE_EPOCHS=2)
+def test_goad_notebook_follows_the_paper_protocol_on_thyroid(run_notebook, shared_data):
+    m = run_notebook("01_goad_tabular", DATA="thyroid", DATA_DIR=str(shared_data), METHODS=["GOAD", "OCSVM"],
+                     CURVE_EPOCHS=2)
     s = m["summary"]
     assert (s["protocol"], s["n_train"], s["n_test"], s["n_test_anomalies"]) == ("goad_half", 1839, 1933, 93)
     assert s["goad_settings"]["n_transforms"] == 256 and s["goad_settings"]["epochs"] == 1
@@ -42,10 +28,10 @@ def test_goad_notebook_follows_the_paper_protocol_on_thyroid(tmp_path, shared_da
     assert s["GOAD_AUROC"] > 0.97
 
 
-def test_draem_notebook_smoke_writes_metrics_and_score_files(tmp_path):
+def test_draem_notebook_smoke_writes_metrics_and_score_files(run_notebook):
     from kdal_lib.score_files import read_score_files
 
-    m = run(tmp_path, "03_draem")
+    m = run_notebook("03_draem")
     s = m["summary"]
     assert {"brick_image_AUROC", "brick_image_AP", "brick_pixel_AUROC", "brick_pixel_AP"} <= set(s)
     assert all(0.0 <= s[k] <= 1.0 for k in s if k.endswith(("AUROC", "AP")))
