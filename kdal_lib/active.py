@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import viz as _viz  # noqa: F401  (registers the inline PNG display of the Figures returned here)
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from .utils import log, progress, resolve_device, seed_everything
 from .validation import check_param

@@ -50,6 +50,8 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
 def run_notebook(tmp_path):
     """Execute a notebook with papermill through kdal-run's API (smoke preset by default, overrides as
     keyword arguments) and return the metrics.json it wrote; fails with the notebook's error."""
+    import nbformat
+
     from kdal_lib.metrics import load_results
     from kdal_lib.runner import run_notebooks
 
@@ -59,6 +61,9 @@ def run_notebook(tmp_path):
         assert result.status == "ok", result.error
         executed = Path(result.executed)
         assert executed.is_file() and executed.parent.parent == tmp_path
+        nb = nbformat.read(executed, as_version=4)
+        pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+        assert pngs > 0, f"{stem}: no figure was drawn as an image (Figures shown as text?)"
         return load_results(result.out_dir)
 
     return run
