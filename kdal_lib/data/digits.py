@@ -52,8 +52,8 @@ _MNIST_HELP = ("MNIST IDX files not found under {where}. Put t10k-images-idx3-ub
                "http://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/). "
                "The kdal-lab shared data folder holds the test files in shared/data/mnist.")
 _CIFAR_HELP = ("CIFAR-10 not found under {where}: download cifar-10-python.tar.gz from "
-               "https://www.cs.toronto.edu/~kriz/cifar.html (or torchvision.datasets.CIFAR10(root, download=True) "
-               "on a machine with internet) and extract it so that <data_dir>/cifar-10-batches-py/ holds "
+               "https://www.cs.toronto.edu/~kriz/cifar.html (on a machine with internet access) and extract it so "
+               "that <data_dir>/cifar-10-batches-py/ holds "
                "data_batch_1..5 and test_batch. Nothing is downloaded at run time.")
 
 
