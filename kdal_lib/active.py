@@ -30,6 +30,7 @@ from torch import nn
 
 from . import viz as _viz  # noqa: F401  (registers the inline PNG display of the Figures returned here)
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from .metrics import auroc_or_nan
 from .utils import log, progress, resolve_device, seed_everything
 from .validation import check_param
 
@@ -512,7 +513,7 @@ class ClassifierLearner:
                     pv = torch.softmax(lv, 1)[:, 1].cpu().numpy()
                 entry["val_loss"] = vl
                 entry["val_acc"] = float((lv.argmax(1).cpu().numpy() == y[va]).mean())
-                entry["val_auroc"] = _auroc_or_nan(y[va], pv)
+                entry["val_auroc"] = auroc_or_nan(y[va], pv)
                 self._track_best(entry, model)
                 if vl < best:
                     best, best_state = vl, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -551,14 +552,6 @@ class ClassifierLearner:
         return self.predict_proba(X=X)[:, 1]
 
 
-def _auroc_or_nan(y, scores) -> float:
-    """AUROC of ``scores`` against binary ``y``; NaN when ``y`` holds one class only."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y)
-    return float(roc_auc_score(y, scores)) if np.unique(y).size == 2 else float("nan")
-
-
 # ----------------------------------------------------------------------------- classifiers
 def mlp_classifier(n_features: int, hidden: Sequence[int] = (64, 64), n_classes: int = 2) -> nn.Module:
     """Tabular classifier: Linear-ReLU blocks then a linear head."""
@@ -586,19 +579,9 @@ def resnet18_classifier(in_channels: int = 3, n_classes: int = 2, weights_path: 
                         small_input: bool = False) -> nn.Module:
     """torchvision ResNet-18 with a ``n_classes`` head. ``weights_path``: a local ImageNet state dict
     (nothing is downloaded); ``small_input``: 3x3 stride-1 stem without max-pool for images under ~64 px."""
-    from torchvision.models import resnet18
+    from .nets import resnet18_net
 
-    net = resnet18(weights=None)
-    if weights_path:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-    if in_channels != 3 or small_input:
-        net.conv1 = nn.Conv2d(in_channels, 64, 3 if small_input else 7, 1 if small_input else 2,
-                              1 if small_input else 3, bias=False)
-    if small_input:
-        net.maxpool = nn.Identity()
-    net.fc = nn.Linear(net.fc.in_features, n_classes)
-    return net
+    return resnet18_net(in_channels, n_classes, "cifar" if small_input else "imagenet", weights_path)
 
 
 # ----------------------------------------------------------------------------- curves

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
 import math
 import time
 from dataclasses import dataclass
@@ -56,41 +55,23 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Data: digit images and the PU protocol (§3.3, §3.4)
 # ---------------------------------------------------------------------------------------------
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[-1] == size:
-        return images.astype(np.float32)
-    t = torch.from_numpy(images.astype(np.float32))
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).numpy()
-
-
 def load_digit_images(data: str = "embedded", data_dir: str | None = None, image_size: int = 0):
-    """Digit images as ``(images N×1×H×W float32 in [0, 1], labels 0–9)``.
+    """Digit images as ``(images N×1×H×W float32 in [0, 1], labels 0–9)``, read by :mod:`kdal_lib.data.digits`.
 
-    ``data="embedded"``: scikit-learn's bundled ``load_digits`` (1,797 real 8×8 digits, values
-    0–16), upsampled bilinearly to ``image_size`` (default 16). ``data="mnist"``: the MNIST test
-    split (10,000 digits, 28×28) from ``<data_dir>/mnist/t10k-*-idx*-ubyte.gz`` (``data_dir`` or
-    ``$KDAL_DATA``); the only MNIST split available offline, so the PU protocol splits it."""
+    ``data="embedded"``: scikit-learn's bundled ``load_digits`` (1,797 real 8×8 digits), upsampled
+    bilinearly to ``image_size`` (default 16). ``data="mnist"``: the MNIST test split (10,000 digits,
+    28×28) from the IDX files under ``data_dir`` or ``$KDAL_DATA``; the only MNIST split available
+    offline, so the PU protocol splits it."""
+    from .data.digits import load_digits_images, load_mnist, resize_images
+
     if data == "embedded":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        images = (d.images / 16.0).astype(np.float32)[:, None]
-        return _resize(images, image_size or 16), d.target.astype(np.int64)
+        images, labels = load_digits_images()
+        return resize_images(images, image_size or 16), labels
     if data == "mnist":
         from .utils import data_root
 
-        root = data_root(data_dir)
-        folder = root / "mnist" if (root / "mnist").is_dir() else root
-        img_f, lab_f = folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"
-        for f in (img_f, lab_f):
-            if not f.is_file():
-                raise FileNotFoundError(f"MNIST file {str(f)!r} not found: put the IDX files of the MNIST test split "
-                                        "(http://yann.lecun.com/exdb/mnist/) in <data_dir>/mnist/")
-        with gzip.open(img_f) as fh:
-            x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-        with gzip.open(lab_f) as fh:
-            y = np.frombuffer(fh.read(), np.uint8, offset=8).astype(np.int64)
-        return _resize(x.astype(np.float32) / 255.0, image_size or 28), y
+        images, labels = load_mnist(data_root(data_dir), "test")
+        return resize_images(images, image_size or 28), labels
     raise ValueError(f"unknown DATA {data!r}: use 'embedded' (scikit-learn digits) or 'mnist' (IDX files)")
 
 
@@ -465,12 +446,9 @@ class _ResNetEmb(nn.Module):
 def resnet18_backbone(in_channels: int = 1, emb_dim: int = 64) -> nn.Module:
     """torchvision ResNet-18 (random init) as in the original: conv1 7×7 stride 1 for small
     images, fc → ``emb_dim``, L2-normalised output. Slow on CPU."""
-    from torchvision.models import resnet18
+    from .nets import resnet18_net
 
-    net = resnet18(weights=None)
-    net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=1, padding=3, bias=False)
-    net.fc = nn.Linear(net.fc.in_features, emb_dim)
-    return _ResNetEmb(net, emb_dim)
+    return _ResNetEmb(resnet18_net(in_channels, emb_dim, "stride1"), emb_dim)
 
 
 class _WNLinear(nn.Module):
@@ -590,12 +568,9 @@ def pu_auroc(s, scores) -> float:
     """AUROC of the scores for telling labelled positives (s = 1) from unlabelled (s = 0). It needs no
     hidden labels, so it can be computed on the validation split; under the SCAR assumption it is
     a monotone function of the true AUROC (Menon et al., 2015)."""
-    from sklearn.metrics import roc_auc_score
+    from .metrics import auroc_or_nan
 
-    s = np.asarray(s).ravel()
-    if len(np.unique(s)) < 2:
-        return float("nan")
-    return float(roc_auc_score(s, scores))
+    return auroc_or_nan(s, scores)
 
 
 def evaluate_pu(test: PUSplit, scores) -> dict:

@@ -276,18 +276,12 @@ def resnet18_small(in_channels: int = 1, num_classes: int = 10, image_size: int 
     max-pool) swapped for a 3×3 conv: stride 1 (``stem="cifar"``, images ≤ 16 px under "auto") or
     stride 2 (``stem="stride2"``, larger images under "auto": 28 px → 14 px, 4× cheaper on CPU).
     ``stem="imagenet"`` keeps torchvision's stem (only the input channels change), as the original."""
-    from torchvision.models import resnet18
+    from .nets import resnet18_net
 
     check_param("stem", stem, choices=("auto", "cifar", "stride2", "imagenet"))
     if stem == "auto":
         stem = "cifar" if image_size <= 16 else "stride2"
-    model = resnet18(weights=None, num_classes=num_classes)
-    if stem == "imagenet":
-        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-    else:
-        model.conv1 = nn.Conv2d(in_channels, 64, 3, 1 if stem == "cifar" else 2, 1, bias=False)
-        model.maxpool = nn.Identity()
-    return model
+    return resnet18_net(in_channels, num_classes, stem)
 
 
 # ----------------------------------------------------------------------------------------------

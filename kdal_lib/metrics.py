@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 from .utils import atomic_write
 from .validation import check_binary_labels
 
 __all__ = [
     "auroc",
+    "auroc_or_nan",
     "aupr",
     "best_f1",
     "f1_at_threshold",
@@ -52,6 +57,12 @@ def auroc(y_true, scores) -> float:
     """Area under the ROC curve, anomaly = positive class."""
     y, s = _check(y_true, scores)
     return float(roc_auc_score(y, s))
+
+
+def auroc_or_nan(y_true, scores) -> float:
+    """:func:`auroc`, or NaN when ``y_true`` holds one class only (small validation splits, PU labels)."""
+    y = np.asarray(y_true).ravel()
+    return auroc(y, scores) if np.unique(y).size == 2 else float("nan")
 
 
 def aupr(y_true, scores) -> float:
