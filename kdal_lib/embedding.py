@@ -3,15 +3,23 @@
 MulticoreTSNE 0.1 needs a special build (scripts/install_tsne.sh); the import is guarded and the
 backend that ran is returned, so figures and metrics can name it.
 
-MulticoreTSNE keeps hidden native state between calls in one process: only the first call in a
-process honours ``random_state`` (a second call with the same seed gives another embedding). Each
-call therefore runs in a fresh child interpreter, so the same seed gives the same numbers.
+Two defects of MulticoreTSNE 0.1 are worked around here:
+
+* it keeps hidden native state between calls in one process (a second call with the same seed gives
+  another embedding), so each call runs in a fresh child interpreter;
+* its nearest-neighbour search shares one variable between OpenMP threads (the vantage-point tree's
+  search radius), so with ``n_jobs > 1`` it finds wrong neighbours at random and sometimes crashes
+  (segmentation fault). ``n_jobs`` therefore defaults to 1, which is exact and repeatable.
+
+If the child still fails, scikit-learn's t-SNE runs instead (with a warning) and the returned backend
+says so.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +65,12 @@ def _multicore_tsne(X: np.ndarray, perplexity: float, n_iter: int, random_state:
         return np.load(dst)
 
 
-def tsne(X, perplexity: float = 30.0, n_iter: int = 1000, random_state: int = 0, n_jobs: int = 2,
+def tsne(X, perplexity: float = 30.0, n_iter: int = 1000, random_state: int = 0, n_jobs: int = 1,
          prefer: str = "multicore") -> tuple[np.ndarray, str]:
-    """Embed ``X`` in 2-D with t-SNE. Returns ``(Y, backend)``; ``backend`` names the library used.
+    """Embed ``X`` in 2-D with t-SNE. Returns ``(Y, backend)``; ``backend`` names the library that ran.
 
-    Same ``random_state`` → same embedding, with either backend.
+    Same ``random_state`` → same embedding, with either backend. ``n_jobs > 1`` makes MulticoreTSNE
+    faster but not repeatable (see the module docstring).
     """
     X = check_features(X, "X", min_samples=3).astype(np.float64)
     if n_iter < 250:
@@ -69,8 +78,12 @@ def tsne(X, perplexity: float = 30.0, n_iter: int = 1000, random_state: int = 0,
     perplexity = float(min(perplexity, max(1.0, (X.shape[0] - 1) / 3)))
     backend = tsne_backend(prefer)
     if backend == "MulticoreTSNE":
-        Y = _multicore_tsne(X, perplexity, int(n_iter), int(random_state), int(n_jobs))
-    else:
+        try:
+            return _multicore_tsne(X, perplexity, int(n_iter), int(random_state), int(n_jobs)), backend
+        except RuntimeError as exc:
+            warnings.warn(f"{exc}; falling back to scikit-learn's t-SNE", RuntimeWarning, stacklevel=2)
+            backend = "sklearn"
+    if backend == "sklearn":
         from sklearn.manifold import TSNE
 
         Y = TSNE(n_components=2, perplexity=perplexity, max_iter=n_iter, random_state=random_state,

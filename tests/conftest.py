@@ -58,7 +58,7 @@ def run_notebook(tmp_path):
     def run(stem: str, preset: str = "smoke", **overrides) -> dict:
         summary = run_notebooks([stem], preset=preset, overrides=overrides, out_root=tmp_path, timeout=600, echo=False)
         result = summary.results[0]
-        assert result.status == "ok", result.error
+        assert result.status == "ok", repr(result.error)
         executed = Path(result.executed)
         assert executed.is_file() and executed.parent.parent == tmp_path
         nb = nbformat.read(executed, as_version=4)

@@ -56,3 +56,26 @@ def test_installed_multicore_is_used_when_present():
         assert tsne_backend() == "MulticoreTSNE"
     with pytest.raises(ValueError, match="prefer"):
         tsne_backend("umap")
+
+
+def test_multicore_runs_are_identical_on_a_larger_set():
+    """With two threads MulticoreTSNE 0.1 raced in its neighbour search (random results, crashes)."""
+    if tsne_backend() != "MulticoreTSNE":
+        pytest.skip("MulticoreTSNE is not installed")
+    X = np.random.default_rng(0).normal(size=(300, 10))
+    runs = [tsne(X, n_iter=300)[0] for _ in range(3)]
+    for Y in runs[1:]:
+        np.testing.assert_array_equal(runs[0], Y)
+
+
+def test_a_crashing_multicore_run_falls_back_to_sklearn(monkeypatch):
+    import kdal_lib.embedding as emb
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("MulticoreTSNE failed (exit -11): ")
+
+    monkeypatch.setattr(emb, "tsne_backend", lambda prefer="multicore": "MulticoreTSNE")
+    monkeypatch.setattr(emb, "_multicore_tsne", crash)
+    with pytest.warns(RuntimeWarning, match="falling back to scikit-learn"):
+        Y, backend = emb.tsne(_two_blobs(), perplexity=10, n_iter=300)
+    assert backend == "sklearn" and Y.shape == (80, 2)
