@@ -54,7 +54,8 @@ def tsne_backend(prefer: str = "multicore") -> str:
 
 
 def _multicore_tsne(X: np.ndarray, perplexity: float, n_iter: int, random_state: int, n_jobs: int) -> np.ndarray:
-    """MulticoreTSNE in a fresh interpreter (its seed only holds for the first call in a process)."""
+    """MulticoreTSNE in a fresh interpreter (its seed only holds for the first call in a process);
+    RuntimeError with the child's stderr when it fails or crashes."""
     with tempfile.TemporaryDirectory(prefix="kdal_tsne_") as tmp:
         src, dst = Path(tmp) / "X.npy", Path(tmp) / "Y.npy"
         np.save(src, X)
@@ -82,10 +83,8 @@ def tsne(X, perplexity: float = 30.0, n_iter: int = 1000, random_state: int = 0,
             return _multicore_tsne(X, perplexity, int(n_iter), int(random_state), int(n_jobs)), backend
         except RuntimeError as exc:
             warnings.warn(f"{exc}; falling back to scikit-learn's t-SNE", RuntimeWarning, stacklevel=2)
-            backend = "sklearn"
-    if backend == "sklearn":
-        from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE
 
-        Y = TSNE(n_components=2, perplexity=perplexity, max_iter=n_iter, random_state=random_state,
-                 init="pca").fit_transform(X)
-    return np.asarray(Y), backend
+    Y = TSNE(n_components=2, perplexity=perplexity, max_iter=n_iter, random_state=random_state,
+             init="pca").fit_transform(X)
+    return np.asarray(Y), "sklearn"

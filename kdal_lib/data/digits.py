@@ -237,24 +237,23 @@ def load_gtsrb(root, split: str = "train", image_size: int = 32) -> tuple[np.nda
     """GTSRB ``(N, 3, S, S)`` in [0, 1] (resized to ``image_size``; CLAD: 32) and the class ids 0..42.
     Training images come from the class folders; test images from class folders when present, else from
     ``Final_Test/Images`` labelled by ``GT-final_test.csv``."""
-    from .images import IMAGE_EXTENSIONS
+    from .images import _image_files
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root).expanduser()
     train_dir, test_dir = _gtsrb_dirs(root)
-    exts = set(IMAGE_EXTENSIONS) | {".ppm"}
     paths, labels = [], []
     if split == "train" or (test_dir is not None and _class_folders(test_dir)):
         for folder in _class_folders(train_dir if split == "train" else test_dir):
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)
+            files = _image_files(folder)
             paths += files
             labels += [int(folder.name)] * len(files)
     else:
         if test_dir is None:
             raise FileNotFoundError(f"no GTSRB test images next to {train_dir}. " + _GTSRB_HELP.format(where=repr(str(root))))
         truth = _gtsrb_test_labels(test_dir, root)
-        files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in exts)
+        files = _image_files(test_dir)
         missing = [p.name for p in files if p.name not in truth]
         if missing:
             raise ValueError(f"{len(missing)} GTSRB test image(s) have no row in GT-final_test.csv, e.g. {missing[0]!r}")
@@ -279,7 +278,7 @@ def load_tiny_imagenet(root, classes, split: str = "train", image_size: int = 64
     """Tiny-ImageNet images of the WordNet ids ``classes`` (label = position in ``classes``), ``(N, 3, S, S)``
     in [0, 1]. ``split="train"``: ``train/<wnid>/images`` (500 per class); ``"test"``: ``val/`` (50 per
     class) labelled by ``val_annotations.txt`` (flat ``val/images`` or per-class folders)."""
-    from .images import IMAGE_EXTENSIONS
+    from .images import _image_files
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -297,7 +296,7 @@ def load_tiny_imagenet(root, classes, split: str = "train", image_size: int = 64
         for c in classes:
             folder = base / "train" / c / "images"
             folder = folder if folder.is_dir() else base / "train" / c
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = _image_files(folder)
             paths += files
             labels += [index[c]] * len(files)
     else:
@@ -313,7 +312,7 @@ def load_tiny_imagenet(root, classes, split: str = "train", image_size: int = 64
         else:
             for c in classes:
                 folder = val / c / "images" if (val / c / "images").is_dir() else val / c
-                files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+                files = _image_files(folder) if folder.is_dir() else []
                 paths += files
                 labels += [index[c]] * len(files)
     if not paths:

@@ -56,7 +56,7 @@ __all__ = [
     "load_image_task",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 #: the named values ``load_image_task(data=...)`` accepts (besides a path to a category folder)
 DATA_SOURCES = ("embedded", "mvtec", "loco", "asal")
 _LOCO_DEFAULT_FOLDERS = ("mvtec_loco_juice_bottle_small", "mvtec_loco_anomaly_detection/juice_bottle", "juice_bottle")
