@@ -336,26 +336,37 @@ class CLADDetector(DetectorMixin):
 
     Defaults follow the MNIST run scripts where CPU allows (k = 10 clusters, h = 10, DEC SGD lr 0.01
     momentum 0.9, tol 0.1 %, T = 1000) with fewer epochs (original: AE 100, DEC 100, ResNet 100).
-    ``epsilon`` is fixed, never chosen with test labels (original MNIST ε = 1e-4 with the ×161 scale,
-    i.e. an effective step ≈ 0.016 in normalised units; here ε = 0.002 with scale 1). Fitted
-    attributes: ``pseudo_labels_``, ``kmeans_labels_``, ``latent_ae_``, ``latent_dec_`` (training
-    latents after each stage), ``history_`` (per-epoch losses, DEC label changes, classifier accuracy
-    on the pseudo-labels), ``stage_seconds_``, ``dec_epochs_run_``. ``decision_scores_`` and
-    ``threshold_`` (``contamination``) come from a seeded subsample of ``threshold_samples`` training
-    images (all when None) because ODIN costs three network passes per image."""
+    ``epsilon`` is fixed by default, never chosen with test labels (original MNIST ε = 1e-4 with the
+    ×161 scale, i.e. an effective step ≈ 0.016 in normalised units; here ε = 0.002 with scale 1).
+    ``epsilon="auto"`` picks ε from ``epsilon_grid`` without any anomaly, by the Generalized-ODIN
+    criterion (Hsu et al., CVPR 2020, §3.3): the ε that maximises the mean ODIN confidence (max softmax
+    at ``temperature`` after the perturbation) of held-out *normal* images. A seeded ``val_fraction``
+    of the training normals is held out of the ResNet classifier's training set (and of its input
+    standardisation) only; the AE and DEC still use all normals, unsupervised. Fitted: ``epsilon_``
+    (the ε used for scoring; = ``epsilon`` when numeric), ``epsilon_table_`` (one dict per grid value:
+    ``epsilon``, ``mean_confidence``; empty when numeric), ``val_index_`` (held-out rows of ``X``),
+    ``n_classifier_train_``. Other fitted attributes: ``pseudo_labels_``, ``kmeans_labels_``,
+    ``latent_ae_``, ``latent_dec_`` (training latents after each stage), ``history_`` (per-epoch
+    losses, DEC label changes, classifier accuracy on the pseudo-labels), ``stage_seconds_``,
+    ``dec_epochs_run_``. ``decision_scores_`` and ``threshold_`` (``contamination``) come from a
+    seeded subsample of ``threshold_samples`` training images (all when None) because ODIN costs
+    three network passes per image."""
 
     def __init__(self, n_clusters: int = 10, latent_dim: int = 10, ae_epochs: int = 20, dec_epochs: int = 20,
                  clf_epochs: int = 10, ae_lr: float = 1e-3, dec_lr: float = 0.01, clf_lr: float = 1e-3,
                  batch_size: int = 128, alpha: float = 1.0, dec_tol: float = 0.001, target_update: str = "epoch",
-                 kmeans_n_init: int = 20, temperature: float = 1000.0, epsilon: float = 0.002,
-                 gradient_scale: float = 1.0, score: str = "odin", stem: str = "auto", ae_width: int = 16,
-                 input_dropout: float = 0.1, contamination: float = 0.1, threshold_samples: int | None = 1024,
+                 kmeans_n_init: int = 20, temperature: float = 1000.0, epsilon: float | str = 0.002,
+                 epsilon_grid: Sequence[float] = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02),
+                 val_fraction: float = 0.1, gradient_scale: float = 1.0, score: str = "odin", stem: str = "auto",
+                 ae_width: int = 16, input_dropout: float = 0.1, contamination: float = 0.1,
+                 threshold_samples: int | None = 1024,
                  device: str = "auto", random_state: int = 0, verbose: int = 0):
         self.n_clusters, self.latent_dim = n_clusters, latent_dim
         self.ae_epochs, self.dec_epochs, self.clf_epochs = ae_epochs, dec_epochs, clf_epochs
         self.ae_lr, self.dec_lr, self.clf_lr, self.batch_size = ae_lr, dec_lr, clf_lr, batch_size
         self.alpha, self.dec_tol, self.target_update, self.kmeans_n_init = alpha, dec_tol, target_update, kmeans_n_init
         self.temperature, self.epsilon, self.gradient_scale, self.score = temperature, epsilon, gradient_scale, score
+        self.epsilon_grid, self.val_fraction = epsilon_grid, val_fraction
         self.stem, self.ae_width, self.input_dropout = stem, ae_width, input_dropout
         self.contamination, self.threshold_samples = contamination, threshold_samples
         self.device, self.random_state, self.verbose = device, random_state, verbose
@@ -371,13 +382,26 @@ class CLADDetector(DetectorMixin):
         for name in ("ae_lr", "dec_lr", "clf_lr", "alpha", "temperature"):
             check_param(name, getattr(self, name), low=0, inclusive=(False, True))
         check_param("dec_tol", self.dec_tol, low=0, high=1)
-        check_param("epsilon", self.epsilon, low=0)
+        if isinstance(self.epsilon, str):
+            if self.epsilon != "auto":
+                raise ValueError(f"epsilon must be 'auto' or a number >= 0, got {self.epsilon!r}")
+        else:
+            check_param("epsilon", self.epsilon, low=0)
+        grid = self.epsilon_grid
+        if isinstance(grid, str) or np.ndim(grid) != 1 or len(grid) == 0:
+            raise ValueError(f"epsilon_grid must be a non-empty sequence of numbers >= 0, got {grid!r}")
+        for e in grid:
+            check_param("epsilon_grid value", e, low=0)
+        check_param("val_fraction", self.val_fraction, low=0, high=0.5, inclusive=(False, True))
         check_param("gradient_scale", self.gradient_scale, low=0)
         check_param("target_update", self.target_update, choices=("epoch", "batch"))
         check_param("score", self.score, choices=("odin", "base"))
         check_param("verbose", self.verbose, choices=(0, 1, 2))
         if n < self.n_clusters:
             raise ValueError(f"CLAD needs at least n_clusters={self.n_clusters} training samples, got {n}")
+        if self.epsilon == "auto" and n - max(1, int(round(self.val_fraction * n))) < 2:
+            raise ValueError(f"epsilon='auto' holds out val_fraction={self.val_fraction} of {n} samples: "
+                             "fewer than 2 are left to train the classifier")
 
     def _batches(self, n: int, gen: torch.Generator, drop_last: bool = False):
         order = torch.randperm(n, generator=gen)
@@ -482,18 +506,27 @@ class CLADDetector(DetectorMixin):
         self.pseudo_labels_ = q.argmax(1).cpu().numpy().astype(np.int64)
         self.stage_seconds_["dec"] = time.perf_counter() - t0
 
-        # 3. classifier on the pseudo-labels, inputs standardised with the training statistics
+        # 3. classifier on the pseudo-labels, inputs standardised with the training statistics; with
+        # epsilon="auto" a seeded share of the normals is held out of this stage to choose epsilon
         t0 = time.perf_counter()
-        self.mean_ = Xt.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.std_ = Xt.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
-        Xn = (Xt - self.mean_) / self.std_
-        yt = torch.from_numpy(self.pseudo_labels_)
+        clf_rows = np.arange(n)
+        self.val_index_ = np.zeros(0, dtype=np.int64)
+        if self.epsilon == "auto":
+            n_val = max(1, int(round(self.val_fraction * n)))
+            perm = np.random.default_rng(self.random_state).permutation(n)
+            self.val_index_, clf_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.n_classifier_train_ = len(clf_rows)
+        Xc = Xt[torch.from_numpy(clf_rows)]
+        self.mean_ = Xc.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.std_ = Xc.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
+        Xn = (Xc - self.mean_) / self.std_
+        yt = torch.from_numpy(self.pseudo_labels_[clf_rows])
         self.classifier_ = resnet18_small(X.shape[1], self.n_clusters, X.shape[2], self.stem).to(self.device_)
         opt = torch.optim.Adam(self.classifier_.parameters(), lr=self.clf_lr)
         for epoch in progress(range(self.clf_epochs), self.verbose, desc="CLAD ResNet-18", unit="epoch"):
             self.classifier_.train()
             total, correct, count = 0.0, 0, 0
-            for idx in self._batches(n, gen, drop_last=True):
+            for idx in self._batches(len(clf_rows), gen, drop_last=True):
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
                 logits = self.classifier_(Xn[idx].to(self.device_))
@@ -511,6 +544,21 @@ class CLADDetector(DetectorMixin):
                 f"acc {correct / max(count, 1):.3f}", self.verbose)
         self.classifier_.eval()
         self.stage_seconds_["classifier"] = time.perf_counter() - t0
+
+        # 4. epsilon: fixed, or the Generalized-ODIN choice on the held-out normals (no anomaly used)
+        self.epsilon_table_ = []
+        if self.epsilon == "auto":
+            t0 = time.perf_counter()
+            X_val = X[self.val_index_]
+            for eps in self.epsilon_grid:
+                conf = self.confidence(X_val, self.temperature, float(eps))
+                self.epsilon_table_.append({"epsilon": float(eps), "mean_confidence": float(conf.mean())})
+            best = int(np.argmax([row["mean_confidence"] for row in self.epsilon_table_]))  # ties: first (smaller)
+            self.epsilon_ = self.epsilon_table_[best]["epsilon"]
+            self.stage_seconds_["epsilon"] = time.perf_counter() - t0
+            log(f"epsilon='auto': chose {self.epsilon_} on {len(X_val)} held-out normals", self.verbose)
+        else:
+            self.epsilon_ = float(self.epsilon)
         t0 = time.perf_counter()
         if self.threshold_samples and n > self.threshold_samples:  # ODIN costs 3 passes: score a subsample
             X = X[np.sort(np.random.default_rng(self.random_state).choice(n, self.threshold_samples, replace=False))]
@@ -519,9 +567,12 @@ class CLADDetector(DetectorMixin):
         return self
 
     # -- scoring ------------------------------------------------------------------------------
-    def _prepare(self, X) -> torch.Tensor:
+    def _check_fitted(self) -> None:
         if not hasattr(self, "classifier_"):
             raise RuntimeError("CLADDetector is not fitted: call fit(X) first")
+
+    def _prepare(self, X) -> torch.Tensor:
+        self._check_fitted()
         X = check_features(X, "X", ndim=4)
         if X.shape[1:] != (self.n_features_in_, self.image_size_, self.image_size_):
             raise ValueError(f"X has images of shape {X.shape[1:]}, the detector was fitted on "
@@ -537,14 +588,16 @@ class CLADDetector(DetectorMixin):
                                  self.device_)
 
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly score = −confidence (ODIN with ``temperature``/``epsilon``, or Base)."""
+        """Anomaly score = −confidence (ODIN with ``temperature`` and the fitted ``epsilon_``, or Base)."""
+        self._check_fitted()
         if self.score == "base":
             return -self.confidence(X)
-        return -self.confidence(X, self.temperature, self.epsilon)
+        return -self.confidence(X, self.temperature, self.epsilon_)
 
     def score_all(self, X) -> dict:
         """``{"Base": -max softmax, "ODIN": -ODIN confidence}`` (both higher = more anomalous)."""
-        return {"Base": -self.confidence(X), "ODIN": -self.confidence(X, self.temperature, self.epsilon)}
+        self._check_fitted()
+        return {"Base": -self.confidence(X), "ODIN": -self.confidence(X, self.temperature, self.epsilon_)}
 
     def embed(self, X) -> np.ndarray:
         """Latent codes of the (DEC-refined) encoder."""
@@ -641,15 +694,18 @@ def plot_tsne_panels(embeddings: Mapping[str, np.ndarray], colourings: Mapping[s
 def run_scenario(task: ClassConditionTask, seeds: Sequence[int], clad_kwargs: Mapping | None = None,
                  methods: Sequence[str] = ("CLAD-Base", "CLAD-ODIN", "OCSVM", "DeepSVDD"),
                  deep_svdd_kwargs: Mapping | None = None, ocsvm_kwargs: Mapping | None = None,
-                 device: str = "auto", verbose: int = 0):
+                 ocnn_kwargs: Mapping | None = None, device: str = "auto", verbose: int = 0):
     """Fit CLAD (one fit gives both CLAD-Base and CLAD-ODIN) and the baselines on ``task.X_train``
     for every seed; score ``task.X_test``. Returns ``(records, scores_first_seed, detectors_first_seed)``.
-    Records hold AUROC (raw, never flipped), AUPR, best-F1, fit/score seconds and CLAD's stage times."""
+    Records hold AUROC (raw, never flipped), AUPR, best-F1, fit/score seconds and CLAD's stage times
+    (and the ε CLAD-ODIN used). ``"OCNN"`` (:class:`~kdal_lib.oc_nn.OCNNDetector`, ``ocnn_kwargs``) is
+    available but not in the default ``methods``."""
     from .baselines import OCSVMDetector
     from .deep_svdd import DeepSVDDDetector
     from .metrics import evaluate_scores
+    from .oc_nn import OCNNDetector
 
-    known = {"CLAD-Base", "CLAD-ODIN", "OCSVM", "DeepSVDD"}
+    known = {"CLAD-Base", "CLAD-ODIN", "OCSVM", "DeepSVDD", "OCNN"}
     unknown = set(methods) - known
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {sorted(known)}")
@@ -671,23 +727,29 @@ def run_scenario(task: ClassConditionTask, seeds: Sequence[int], clad_kwargs: Ma
                     continue
                 t0 = time.perf_counter()
                 s = -det.confidence(task.X_test) if eps_T is None else \
-                    -det.confidence(task.X_test, det.temperature, det.epsilon)
+                    -det.confidence(task.X_test, det.temperature, det.epsilon_)
                 score_s = time.perf_counter() - t0
                 rec = {**base, "method": name, "seed": seed, **evaluate_scores(task.y_test, s, oracle=False),
                        "fit_s": fit_s, "score_s": score_s, "cluster_purity": purity["purity"],
-                       "cluster_NMI": purity["NMI"], "dec_epochs_run": det.dec_epochs_run_,
+                       "cluster_NMI": purity["NMI"], "dec_epochs_run": det.dec_epochs_run_, "epsilon": det.epsilon_,
                        **{f"{k}_s": v for k, v in det.stage_seconds_.items()}}
                 records.append(rec)
                 if seed == seeds[0]:
                     scores[name] = s
             if seed == seeds[0]:
                 detectors["CLAD"] = det
-        for name in ("OCSVM", "DeepSVDD"):
+        for name in ("OCSVM", "DeepSVDD", "OCNN"):
             if name not in methods:
                 continue
             t0 = time.perf_counter()
             if name == "OCSVM":
                 det = OCSVMDetector(**{**dict(ocsvm_kwargs or {}), "random_state": seed}).fit(flat_tr)
+                fit_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                s = det.decision_function(flat_te)
+            elif name == "OCNN":
+                det = OCNNDetector(**{**dict(ocnn_kwargs or {}), "random_state": seed, "device": device,
+                                      "verbose": 0}).fit(flat_tr)
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 s = det.decision_function(flat_te)

@@ -23,6 +23,7 @@ from kdal_lib.clad import (
     plot_tsne_panels,
     resnet18_small,
     resolve_normal_classes,
+    run_scenario,
     soft_assignment,
     target_distribution,
 )
@@ -262,6 +263,44 @@ def test_clad_is_reproducible_with_a_seed():
     a, b = CLADDetector(**kw).fit(X), CLADDetector(**kw).fit(X)
     np.testing.assert_array_equal(a.pseudo_labels_, b.pseudo_labels_)
     np.testing.assert_allclose(a.decision_scores_, b.decision_scores_, rtol=1e-6)
+    # a numeric epsilon is used as is and nothing is held out of the classifier
+    assert a.epsilon_ == 0.002 and a.epsilon_table_ == [] and a.n_classifier_train_ == 120 and len(a.val_index_) == 0
+
+
+def test_clad_epsilon_auto_is_chosen_on_held_out_normals_only():
+    X = load_scenario("digits", "STR", random_state=0, max_train=120).X_train
+    kw = dict(ae_epochs=2, dec_epochs=2, clf_epochs=1, device="cpu", random_state=3)
+    det = CLADDetector(epsilon="auto", **kw).fit(X)
+    grid = list(det.epsilon_grid)
+    assert det.epsilon_ in grid
+    assert [row["epsilon"] for row in det.epsilon_table_] == grid
+    conf = [row["mean_confidence"] for row in det.epsilon_table_]
+    assert det.epsilon_ == grid[int(np.argmax(conf))]
+    # 10 % of the normals (seeded) are held out of the classifier and its input standardisation
+    assert len(det.val_index_) == 12 and det.n_classifier_train_ == 120 - 12
+    rest = np.setdiff1d(np.arange(120), det.val_index_)
+    torch.testing.assert_close(det.mean_.flatten(), torch.from_numpy(X[rest]).mean(dim=(0, 2, 3)))
+    np.testing.assert_allclose(det.confidence(X[det.val_index_], det.temperature, det.epsilon_).mean(), max(conf))
+    # scoring uses the chosen epsilon_
+    np.testing.assert_allclose(det.decision_function(X[:8]), -det.confidence(X[:8], det.temperature, det.epsilon_))
+    np.testing.assert_allclose(det.score_all(X[:8])["ODIN"], det.decision_function(X[:8]))
+    with pytest.raises(ValueError, match="epsilon"):
+        CLADDetector(epsilon="best", **kw).fit(X)
+    with pytest.raises(ValueError, match="epsilon"):
+        CLADDetector(epsilon=-0.1, **kw).fit(X)
+    with pytest.raises(ValueError, match="epsilon_grid"):
+        CLADDetector(epsilon="auto", epsilon_grid=(), **kw).fit(X)
+    with pytest.raises(ValueError, match="val_fraction"):
+        CLADDetector(epsilon="auto", val_fraction=0.0, **kw).fit(X)
+
+
+def test_run_scenario_with_ocnn_only():
+    task = load_scenario("digits", "CUR", random_state=0, max_train=150)
+    records, scores, dets = run_scenario(task, [0], methods=("OCNN",), ocnn_kwargs=dict(epochs=5), device="cpu")
+    assert [r["method"] for r in records] == ["OCNN"] and np.isfinite(records[0]["AUROC"])
+    assert scores["OCNN"].shape == (len(task.X_test),) and dets["OCNN"].epochs == 5
+    with pytest.raises(ValueError, match="unknown method"):
+        run_scenario(task, [0], methods=("OC-NN",))
 
 
 def test_deep_svdd_centre_is_the_initial_mean_and_training_shrinks_the_distance():
