@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from _common import default_data_dir, eprint, md_table  # noqa: E402
 from kdal_lib.baselines import IsolationForestDetector, OCSVMDetector, PCADetector  # noqa: E402
-from kdal_lib.kdal import METHODS, detector_scores, load_kdal_task, run_comparison  # noqa: E402
+from kdal_lib.kdal import EXTRA_METHODS, METHODS, detector_scores, load_kdal_task, run_comparison  # noqa: E402
 from kdal_lib.metrics import aupr, auroc  # noqa: E402
 
 KERNEL_CAP = 5000  # kernel-OCSVM fit cap used to price the Nyström approximation on large pools
@@ -54,6 +54,11 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["thyroid", "arrhythmia", "kdd", "kddrev"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--detector", default="auto")
+    ap.add_argument("--soft-trust", default=None, choices=["none", "labelled_auroc"],
+                    help="KDAL's soft-weight rule (default: the library default)")
+    ap.add_argument("--no-trust-variant", action="store_true",
+                    help="skip KDAL-trust (KDAL with the soft weight scaled by the detector's labelled AUROC)")
+    ap.add_argument("--soft-weight", type=float, default=None, help="w_soft (default: the library default)")
     ap.add_argument("--no-kernel-check", action="store_true", help="skip the kernel-OCSVM price of Nyström")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--no-save", action="store_true")
@@ -87,7 +92,11 @@ def main(argv=None) -> int:
             eprint(f"[{ds}] seed {seed}: loaded in {load_s:.1f}s, pool {len(task.X_train)}")
             return task
 
-        comp = run_comparison(ds, seeds=seeds, detector=args.detector, data_dir=data_dir, task_loader=loader,
+        overrides = {k: v for k, v in (("soft_trust", args.soft_trust), ("soft_weight", args.soft_weight))
+                     if v is not None}
+        methods = METHODS if args.no_trust_variant else METHODS + EXTRA_METHODS
+        comp = run_comparison(ds, seeds=seeds, methods=methods, detector=args.detector, data_dir=data_dir, task_loader=loader,
+                              settings=overrides,
                               verbose=2 if os.environ.get("KDAL_VERBOSE") else 0)
         wall = time.perf_counter() - t_ds
         info, st = comp.dataset, comp.settings
@@ -97,7 +106,7 @@ def main(argv=None) -> int:
                  f"pool {info['n_pool']} rows ({info['pool_anomalies']} anomalies), test {info['n_test']} "
                  f"({info['test_anomalies']} anomalies), d = {info['d']}; K = {st['k']}, {st['n_rounds']} rounds "
                  f"(budget {st['k'] * st['n_rounds']}), epochs {st['epochs']}, soft_samples {st['soft_samples']}, "
-                 f"soft {st['soft_form']} × {st['soft_weight']}, T = {st['temperature']}; "
+                 f"soft {st['soft_form']} × {st['soft_weight']} (trust: {st['soft_trust']}), T = {st['temperature']}; "
                  f"{len(seeds)} seeds; wall {wall:.0f} s", ""]
         rows = [[f"{det_name} alone (pool fit)", pm(ref.AUROC), pm(ref.AUPR), f"{ref.fit_s.mean():.1f} s fit+score pool"]]
         for name in ("IsolationForest", "PCA"):
@@ -113,7 +122,7 @@ def main(argv=None) -> int:
         for metric in ("AUROC", "AUPR"):
             head = ["method"] + [f"{int(b)} labels" for b in show]
             body = []
-            for m in METHODS:
+            for m in methods:
                 g = comp.frame[comp.frame.method == m]
                 body.append([m] + [pm(g[g.n_labels == b][metric]) if (g.n_labels == b).any() else "—" for b in show])
             lines += [f"test {metric} (mean ± std over seeds) against labels used:", "", md_table(head, body), ""]
@@ -135,6 +144,12 @@ def main(argv=None) -> int:
         targets.append(f"{ds:<11} KDAL >= Random at every budget (mean over seeds)?  {'MET' if every_ok else 'MISSED'}"
                        f" ({int((diff >= 0).sum())}/{len(diff)} budgets; worst {diff.min():+.3f} at "
                        f"{int(diff.idxmin())} labels)")
+        if "KDAL-trust" in methods:
+            dt = comp.wins_over("Random", "KDAL-trust")
+            targets.append(f"{ds:<11} (extension) KDAL-trust >= Random at every budget?  "
+                           f"{'MET' if (dt >= 0).all() else 'MISSED'} ({int((dt >= 0).sum())}/{len(dt)} budgets; "
+                           f"worst {dt.min():+.3f} at {int(dt.idxmin())} labels; at the full budget "
+                           f"{comp.mean_curve('KDAL-trust').iloc[-1]:.3f} vs KDAL {kd.iloc[-1]:.3f})")
         block = "\n".join(lines)
         print(block, flush=True)
         blocks.append(block)

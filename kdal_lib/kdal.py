@@ -48,6 +48,7 @@ from .validation import check_binary_labels, check_features, check_param
 
 __all__ = [
     "METHODS",
+    "EXTRA_METHODS",
     "ScoreNormalizer",
     "soft_targets_from_scores",
     "detector_scores",
@@ -58,13 +59,17 @@ __all__ = [
     "settings_for",
     "distillation_fidelity",
     "choose_epochs0",
+    "soft_trust",
     "run_method",
     "run_comparison",
     "KDALComparison",
 ]
 
 METHODS = ("KDAL", "Random", "LeastConfident", "ASAL-style")
+#: optional variants: ``KDAL-trust`` = KDAL with ``soft_trust="labelled_auroc"`` (our extension)
+EXTRA_METHODS = ("KDAL-trust",)
 DETECTORS = ("auto", "ocsvm", "ocsvm_nystroem", "iforest", "pca")
+SOFT_TRUST = ("none", "labelled_auroc")
 
 
 # ----------------------------------------------------------------------------- soft labels
@@ -275,7 +280,11 @@ class KDALSettings:
     among ``epochs0_grid`` without labels, by how well the student ranks held-out POOL items like the
     detector (:func:`distillation_fidelity`), never on the test split. ``balance``: class-balanced hard cross-entropy. Soft loss: ``soft_form`` (``ce``/``kl``/``mse``),
     ``soft_weight``, ``temperature``; ``soft_samples``: random pool items per epoch for the soft loss
-    (None = all; large pools). ``init_strata``: strata of the ASAL-style cold start."""
+    (None = all; large pools). ``soft_trust``: ``"none"`` = the README's fixed ``w_soft``;
+    ``"labelled_auroc"`` = in cycle n >= 1 scale ``w_soft`` by ``clip(2 * AUROC_L - 1, 0, 1)``, where
+    AUROC_L is the detector's AUROC on the items labelled so far (its Gini coefficient on the labelled
+    pool; full weight while the labelled set holds one class only): a detector the labels contradict stops
+    teaching (see :func:`soft_trust`). ``init_strata``: strata of the ASAL-style cold start."""
 
     k: int = 5
     n_rounds: int = 10
@@ -291,6 +300,7 @@ class KDALSettings:
     soft_form: str = "ce"
     soft_weight: float = 1.0
     temperature: float = 1.0
+    soft_trust: str = "none"
     balance: bool = True
     warm_start: bool = True
     query: str = "least_confident"
@@ -303,6 +313,7 @@ class KDALSettings:
         check_param("soft_form", self.soft_form, choices=("ce", "kl", "mse"))
         check_param("soft_weight", self.soft_weight, low=0)
         check_param("temperature", self.temperature, low=0, inclusive=(False, True))
+        check_param("soft_trust", self.soft_trust, choices=SOFT_TRUST)
         check_param("query", self.query, choices=("least_confident", "margin", "entropy"))
         if self.k > n_pool:
             raise ValueError(f"K = {self.k} items per cycle is larger than the pool ({n_pool} items)")
@@ -330,6 +341,9 @@ def _evaluator(X_test, y_test):
         if learner.history_:
             last = learner.history_[-1]
             out["hard_loss"], out["soft_loss"] = last.get("hard_loss", 0.0), last.get("soft_loss", 0.0)
+        trust = getattr(learner, "soft_trust_", None)
+        if trust:
+            out["soft_trust"] = trust[max(trust)]
         return out
     return evaluate
 
@@ -356,6 +370,37 @@ def _distil_longer(learner: ClassifierLearner, epochs0: int) -> None:
             learner.epochs = epochs
 
     learner.fit = fit_with_epochs0
+
+
+def soft_trust(pool_scores, labelled_idx, labels) -> float:
+    """Trust in the detector from the labels gathered so far: ``clip(2 * AUROC - 1, 0, 1)`` of the pool
+    scores on the labelled items (1 = ranks them perfectly, 0 = no better than chance or backwards);
+    1.0 while the labelled items hold one class only (no evidence against the detector yet). Labelled
+    POOL items only: no test item is used."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0 or np.unique(labels).size < 2:
+        return 1.0
+    a = auroc(labels, np.asarray(pool_scores, dtype=np.float64)[np.asarray(labelled_idx, dtype=np.int64)])
+    return float(np.clip(2.0 * a - 1.0, 0.0, 1.0))
+
+
+def _trust_scaled(learner: ClassifierLearner, pool_scores) -> None:
+    """Scale ``learner.soft_weight`` in cycles n >= 1 by :func:`soft_trust` of the labelled items; the
+    configured weight is restored after each fit (checkpoint fingerprints stay stable), the factors used
+    are kept in ``learner.soft_trust_`` (cycle -> factor)."""
+    fit, weight = learner.fit, learner.soft_weight
+    learner.soft_trust_ = {}
+
+    def fit_with_trust(idx, labels, cycle=0):
+        trust = 1.0 if cycle == 0 else soft_trust(pool_scores, idx, labels)
+        learner.soft_trust_[int(cycle)] = trust
+        learner.soft_weight = weight * trust
+        try:
+            return fit(idx, labels, cycle)
+        finally:
+            learner.soft_weight = weight
+
+    learner.fit = fit_with_trust
 
 
 def distillation_fidelity(X_pool, pool_scores, epochs_grid: Sequence[int] = (30, 100, 300),
@@ -406,7 +451,7 @@ def run_method(method: str, X_pool, y_pool, X_test, y_test, pool_scores, setting
     ``pool_scores``: the detector's pool scores (higher = more anomalous); KDAL turns them into soft
     labels, ASAL-style stratifies them, the others ignore them. ``y_pool`` is only read by the oracle.
     ``learner_hook(learner)`` lets tests wrap the learner."""
-    check_param("method", method, choices=METHODS)
+    check_param("method", method, choices=METHODS + EXTRA_METHODS)
     X_pool = check_features(X_pool, "X_pool", min_samples=2)
     X_test = check_features(X_test, "X_test")
     y_pool = check_binary_labels(y_pool, name="y_pool", n_samples=len(X_pool), need_both=False)
@@ -421,6 +466,8 @@ def run_method(method: str, X_pool, y_pool, X_test, y_test, pool_scores, setting
         raise ValueError(f"pool_scores has {scores.size} entries but the pool has {len(X_pool)} items")
     normalizer = ScoreNormalizer(True).fit(scores)  # raises on NaN scores
     s = settings or settings_for(len(X_pool))
+    if method == "KDAL-trust":
+        method, s = "KDAL", replace(s, soft_trust="labelled_auroc")
     s.check(len(X_pool))
     soft = None
     if method == "KDAL":
@@ -436,6 +483,8 @@ def run_method(method: str, X_pool, y_pool, X_test, y_test, pool_scores, setting
         s = replace(s, epochs0=choose_epochs0(X_pool, scores, s, seed))
     if method == "KDAL" and s.epochs0 != s.epochs:
         _distil_longer(learner, s.epochs0)
+    if method == "KDAL" and s.soft_trust == "labelled_auroc":
+        _trust_scaled(learner, scores)
     if learner_hook is not None:
         learner = learner_hook(learner)
     if method == "KDAL":
@@ -570,7 +619,7 @@ def run_comparison(data="embedded", seeds: Sequence[int] = (0, 1, 2), methods: S
     import pandas as pd
 
     for m in methods:
-        check_param("method", m, choices=METHODS)
+        check_param("method", m, choices=METHODS + EXTRA_METHODS)
     if len(seeds) == 0:
         raise ValueError("need at least one seed")
     load = task_loader or (lambda seed: load_kdal_task(data, data_dir=data_dir, test_size=test_size,
@@ -595,7 +644,8 @@ def run_comparison(data="embedded", seeds: Sequence[int] = (0, 1, 2), methods: S
         fit_s = time.perf_counter() - t0
         test_scores = detector_scores(det, task.X_test)
         t1 = time.perf_counter()
-        seed_settings = replace(used, epochs0=choose_epochs0(X_pool, pool_scores, used, seed)) if "KDAL" in methods else used
+        kdal_like = {"KDAL", "KDAL-trust"} & set(methods)
+        seed_settings = replace(used, epochs0=choose_epochs0(X_pool, pool_scores, used, seed)) if kdal_like else used
         tune_s = time.perf_counter() - t1
         refs.append({"seed": seed, "detector": "OCSVM" if det_name == "ocsvm" else
                      {"ocsvm_nystroem": "OCSVM-Nystroem", "iforest": "IsolationForest", "pca": "PCA"}[det_name],

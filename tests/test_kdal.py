@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from kdal_lib.kdal import (METHODS, KDALSettings, NystroemOCSVMDetector, ScoreNormalizer, choose_epochs0,
                            detector_scores, distillation_fidelity, load_kdal_task, make_detector, run_comparison,
-                           run_method, settings_for, soft_targets_from_scores)
+                           run_method, settings_for, soft_targets_from_scores, soft_trust)
 from kdal_lib.metrics import auroc
 
 
@@ -153,6 +153,47 @@ def test_cycle_zero_is_soft_only_and_later_cycles_use_both(split):
         base = run_method(method, X, y, Xt, yt, scores, SMALL, seed=0)
         assert [r.n_labels for r in base] == [4, 8, 12]
         assert all(r.metrics["soft_loss"] == 0.0 and r.metrics["hard_loss"] > 0 for r in base)
+
+
+def test_soft_trust_is_the_detectors_gini_on_the_labelled_items():
+    scores = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.7])
+    labels_all = np.array([0, 0, 1, 1, 0, 1])
+    idx = np.arange(6)
+    assert soft_trust(scores, idx, labels_all) == 1.0  # ranks every labelled anomaly first
+    assert soft_trust(-scores, idx, labels_all) == 0.0  # backwards: clipped to 0, never negative
+    assert soft_trust(scores, [0, 1], [0, 0]) == 1.0  # one class only: no evidence yet
+    assert soft_trust(scores, [], []) == 1.0
+    # AUROC 0.75 on the items [0, 2, 3, 5] with labels [0, 1, 0, 1] -> 2 * 0.75 - 1
+    assert soft_trust(scores, [0, 2, 3, 5], [0, 1, 0, 1]) == pytest.approx(2 * auroc([0, 1, 0, 1], scores[[0, 2, 3, 5]]) - 1)
+    assert soft_trust(scores, [0, 2, 3, 5], [0, 1, 0, 1]) == pytest.approx(0.5)
+
+
+def test_kdal_trust_silences_a_detector_the_labels_contradict(split, tmp_path):
+    _, _, Xt, yt, _ = split
+    # features without structure and half the pool anomalous, so the queries meet both classes at once;
+    # the detector ranks every anomaly last (on separable blobs a backwards start rarely queries an anomaly)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (rng.random(200) < 0.5).astype(np.int64)
+    backwards = -y + 0.1 * rng.random(200)
+    s = replace(SMALL, n_rounds=3, k=8)
+    recs = run_method("KDAL-trust", X, y, Xt, yt, backwards, s, seed=0, checkpoint_dir=tmp_path)
+    labelled = []
+    for r in recs:
+        labelled += list(r.queried)
+        expected = 1.0 if r.cycle == 0 else soft_trust(backwards, labelled, y[labelled])
+        assert r.metrics["soft_trust"] == pytest.approx(expected)
+        if r.metrics["soft_trust"] == 0.0:
+            assert r.metrics["soft_loss"] == 0.0  # weight 0: the soft loss is not trained
+    assert [r.metrics["soft_trust"] for r in recs] == [1.0, 0.0, 0.0, 0.0]
+    # the configured weight is restored after every fit, so the run resumes from its checkpoints
+    again = run_method("KDAL-trust", X, y, Xt, yt, backwards, s, seed=0, checkpoint_dir=tmp_path)
+    assert [r.metrics["AUROC"] for r in again] == [r.metrics["AUROC"] for r in recs]
+    # plain KDAL keeps the fixed weight and never reports a trust factor
+    plain = run_method("KDAL", X, y, Xt, yt, backwards, s, seed=0)
+    assert all("soft_trust" not in r.metrics and r.metrics["soft_loss"] > 0 for r in plain)
+    with pytest.raises(ValueError, match="soft_trust"):
+        run_method("KDAL", X, y, Xt, yt, backwards, replace(SMALL, soft_trust="always"))
 
 
 @pytest.mark.parametrize("method", METHODS)
