@@ -32,6 +32,7 @@ __all__ = [
     "oracle_threshold",
     "oracle_f1",
     "evaluate_scores",
+    "auroc_by_kind",
     "mean_std",
     "summarize",
     "save_results",
@@ -113,6 +114,23 @@ def evaluate_scores(y_true, scores, prefix: str = "", oracle: bool = True) -> di
            f"{prefix}best_F1": best_f1(y_true, scores)}
     if oracle:
         out[f"{prefix}F1_oracle"] = oracle_f1(y_true, scores)
+    return out
+
+
+def auroc_by_kind(y_true, scores, kinds) -> dict:
+    """AUROC of every normal item against the anomalies of each kind (e.g. MVTec defect types):
+    ``{kind: AUROC}`` in sorted order, plus ``"all"``. ``kinds`` names each item (normals' names are
+    ignored). Shows which anomaly kinds a detector misses when the overall AUROC hides it."""
+    y, s = _check(y_true, scores)
+    kinds = np.asarray([str(k) for k in kinds])
+    if kinds.shape != y.shape:
+        raise ValueError(f"kinds has {kinds.size} entries but y_true has {y.size}")
+    normal = y == 0
+    out = {}
+    for kind in sorted(set(kinds[~normal])):
+        pick = normal | ((kinds == kind) & ~normal)
+        out[kind] = auroc(y[pick], s[pick])
+    out["all"] = auroc(y, s)
     return out
 
 

@@ -89,3 +89,19 @@ def test_notebook_parameters_keeps_only_literal_upper_case_names():
 
     ns = {"SEED": 0, "DATA": "embedded", "METHODS": ["GOAD"], "PAPER_F1": {"x": 1}, "task": object(), "_X": 1}
     assert notebook_parameters(ns) == {"SEED": 0, "DATA": "embedded", "METHODS": ["GOAD"]}
+
+
+def test_auroc_by_kind_scores_each_anomaly_kind_against_all_normals():
+    from kdal_lib.metrics import auroc_by_kind
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.15, 0.25])  # "hole" found, "stain" hidden among the normals
+    kinds = ["good"] * 4 + ["hole", "hole", "stain", "stain"]
+    out = auroc_by_kind(y, s, kinds)
+    assert list(out) == ["hole", "stain", "all"]
+    assert out["hole"] == 1.0
+    assert out["stain"] == pytest.approx(auroc([0, 0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.15, 0.25]))
+    assert out["stain"] == pytest.approx(0.375)
+    assert out["all"] == pytest.approx(auroc(y, s))
+    with pytest.raises(ValueError, match="kinds has 3 entries"):
+        auroc_by_kind(y, s, kinds[:3])
