@@ -83,3 +83,18 @@ def test_ocnn_bad_inputs_raise():
         OCNNDetector().decision_function(X)
     full = OCNNDetector(nu=1.0, epochs=1, device="cpu").fit(X)  # nu = 1 allowed: r = largest output, scores >= 0
     assert full.decision_scores_.min() >= -1e-6 and full.decision_scores_.max() > 0
+
+
+def test_ocnn_runs_on_the_shared_loop_checkpoints_resume_and_save_load(tmp_path):
+    X, X_test, _ = _blob(2)
+    kw = dict(epochs=6, n_components=4, device="cpu", random_state=1, checkpoint_dir=str(tmp_path / "ckpt"))
+    first = OCNNDetector(**kw).fit(X)
+    assert (tmp_path / "ckpt" / "last.pt").is_file()
+    again = OCNNDetector(**kw).fit(X)  # every epoch is in the checkpoint: nothing is retrained
+    np.testing.assert_allclose(again.decision_function(X_test), first.decision_function(X_test), rtol=1e-6)
+    assert again.history_["objective"] == first.history_["objective"] and len(again.history_["objective"]) == 6
+    assert again.r_ == first.r_
+    path = first.save(tmp_path / "ocnn.pt")
+    loaded = OCNNDetector.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.decision_function(X_test), first.decision_function(X_test))
+    assert loaded.r_ == first.r_ and loaded.threshold_ == first.threshold_
