@@ -33,7 +33,7 @@ import torch
 from _common import default_data_dir  # noqa: E402
 from kdal_lib.data import load_image_task
 from kdal_lib.draem import CPU_SETTINGS, DRAEM, evaluate_draem, pixel_baselines
-from kdal_lib.metrics import auroc_by_kind
+from kdal_lib.metrics import auroc_by_kind, summarize as summarize_records
 
 #: Paper Table 1-2, MVTec AD texture categories: image AUROC, pixel AUROC, pixel AP (%).
 PAPER_TEXTURES = {"carpet": (97.0, 95.5, 53.5), "grid": (99.9, 99.7, 65.7), "leather": (100, 98.6, 75.3),
@@ -47,24 +47,22 @@ def load(category: str, size: int, data_dir: str | None, seed: int):
 
 
 def summarize(table: pd.DataFrame) -> str:
-    """Mean ± std over model seeds per category, method and epochs, and the issue's target on the mean."""
+    """Mean ± std over model seeds per category, method and epochs (:func:`kdal_lib.metrics.summarize`),
+    and the issue's target on the mean."""
     metrics = [c for c in ("image_AUROC", "image_AP", "pixel_AUROC", "pixel_AP") if c in table]
-    keys = ["category", "method", "epochs"]
-    g = table.fillna({"epochs": 0}).groupby(keys, sort=False)[metrics]
-    mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-    out = mean.copy().astype(object)
+    keys = ("category", "method", "epochs")
+    stats = summarize_records(table.fillna({"epochs": 0}).to_dict("records"), by=keys, metrics=metrics)
+    out = stats[list(keys)].copy()
     for c in metrics:
-        out[c] = [("—" if np.isnan(m) else f"{m:.3f} ± {s:.3f}") for m, s in zip(mean[c], std[c])]
-    out["runs"] = g.size()
-    lines = ["mean ± std over model seeds (baselines are deterministic given the data seed):",
-             out.reset_index().to_string(index=False)]
-    draem = mean.reset_index()
-    draem = draem[(draem.method == "DRAEM") & draem.category.isin(["brick", "grass", "gravel"])]
+        out[c] = [("—" if np.isnan(m) else f"{m:.3f} ± {s:.3f}") for m, s in zip(stats[f"{c}_mean"], stats[f"{c}_std"])]
+    out["runs"] = stats["n_seeds"]
+    lines = ["mean ± std over model seeds (baselines are deterministic given the data seed):", out.to_string(index=False)]
+    draem = stats[(stats.method == "DRAEM") & stats.category.isin(["brick", "grass", "gravel"])]
     for epochs, part in draem.groupby("epochs"):
-        hits = int((part.image_AUROC >= 0.95).sum())
+        hits = int((part.image_AUROC_mean >= 0.95).sum())
         lines.append(f"target image_AUROC >= 0.95 on >= 2 of 3 embedded textures at {int(epochs)} epochs: "
                      f"{'MET' if hits >= 2 else 'MISSED'} ({hits} of {len(part)}: " + ", ".join(
-                         f"{c} {v:.3f}" for c, v in zip(part.category, part.image_AUROC)) + ")")
+                         f"{c} {v:.3f}" for c, v in zip(part.category, part.image_AUROC_mean)) + ")")
     return "\n".join(lines)
 
 
