@@ -72,6 +72,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=CPU_SETTINGS["epochs"], help="CPU default setting")
     ap.add_argument("--long-epochs", type=int, default=40, help="the longer setting (0: skip)")
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--anomaly-source", default=CPU_SETTINGS["anomaly_source"],
+                    help="DRAEM's anomaly sources: 'skimage' (bundled photos, the notebook default), a DTD-layout "
+                         "folder (the paper's choice, e.g. <data>/dtd_subset), or 'none' for procedural colour noise")
+    ap.add_argument("--widths", type=int, nargs=2, default=[CPU_SETTINGS["recon_width"], CPU_SETTINGS["disc_width"]],
+                    metavar=("RECON", "DISC"), help="base widths of the two sub-networks (paper: 128 64)")
     ap.add_argument("--seed", type=int, default=0, help="data seed")
     ap.add_argument("--model-seeds", type=int, nargs="+", default=None,
                     help="DRAEM training seeds (default: the data seed)")
@@ -80,6 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     model_seeds = args.model_seeds if args.model_seeds else [args.seed]
+    source = None if args.anomaly_source.lower() in ("none", "") else args.anomaly_source
+    if source not in (None, "skimage") and not Path(source).is_dir():
+        raise SystemExit(f"--anomaly-source {source!r} is not a folder")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
     rows, kind_rows = [], []
@@ -92,7 +100,8 @@ def main(argv=None) -> int:
                               **auroc_by_kind(task.test.labels, b["scores"], task.test.defect_types)})
         for epochs in [e for e in (args.epochs, args.long_epochs) if e]:
             for model_seed in model_seeds:
-                settings = {**CPU_SETTINGS, "epochs": epochs}
+                settings = {**CPU_SETTINGS, "epochs": epochs, "anomaly_source": source,
+                            "recon_width": args.widths[0], "disc_width": args.widths[1]}
                 settings.pop("image_size")
                 det = DRAEM(**settings, random_state=model_seed)
                 t0 = time.perf_counter()
@@ -109,7 +118,7 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows)
     header = (f"DRAEM benchmark, {datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {os.cpu_count()} CPU cores, "
               f"torch {torch.__version__} ({torch.get_num_threads()} threads), image size {args.image_size}, widths "
-              f"{CPU_SETTINGS['recon_width']}/{CPU_SETTINGS['disc_width']}, data seed {args.seed}, model seeds "
+              f"{args.widths[0]}/{args.widths[1]}, anomaly sources {source or 'procedural'}, data seed {args.seed}, model seeds "
               f"{model_seeds}")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
     if len(model_seeds) > 1:
